@@ -1,0 +1,3 @@
+from clipsam.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Backends: one protocol, a pure PyTorch reference and exported-artifact runtimes."""

@@ -1,0 +1,123 @@
+"""Stage boundaries of the pipeline. Every array's shape, dtype and coordinate frame is stated here.
+
+Frames:
+- "image": pixel coordinates of the original (EXIF-oriented) RGB image, x to the right, y down, H×W.
+- "sam": the SAM2 input frame, the image squashed to 1024×1024 (x·1024/W, y·1024/H).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DenseMap:
+    """SCLIP's dense class probabilities at original image resolution.
+
+    probs: float32 [C, H, W], per class (after the max over synonyms and area_thd), image frame.
+    pred: int32 [H, W], argmax class after prob_thd (pixels below it become class 0).
+    class_names: C names; index 0 is the background class when the vocabulary has one.
+    """
+
+    probs: np.ndarray
+    pred: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def top_prob(self) -> np.ndarray:
+        """float32 [H, W]: the highest class probability per pixel."""
+        return self.probs.max(axis=0)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """One SAM2 prompt per confident connected region of the dense map.
+
+    coords: float32 [B, P, 2] (x, y) in the image frame (P = 1: one positive point per region).
+    labels: int32 [B, P], 1 = positive point.
+    class_ids: int32 [B], class of the region in DenseMap.class_names.
+    scores: float32 [B], the region's mean top-class probability (the confidence used to filter).
+    boxes: float32 [B, 4] (x0, y0, x1, y1) in the image frame, the region's bounding box (inclusive pixel
+        edges: x1 = max x + 1).
+    areas: int64 [B], region size in image pixels.
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    @staticmethod
+    def empty() -> Prompts:
+        return Prompts(
+            coords=np.zeros((0, 1, 2), np.float32),
+            labels=np.zeros((0, 1), np.int32),
+            class_ids=np.zeros(0, np.int32),
+            scores=np.zeros(0, np.float32),
+            boxes=np.zeros((0, 4), np.float32),
+            areas=np.zeros(0, np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class MaskCandidates:
+    """The kept SAM2 mask of each prompt, at image resolution.
+
+    masks: bool [B, H, W], image frame.
+    iou: float32 [B], SAM2's predicted IoU of the kept mask.
+    class_ids: int32 [B], copied from the prompts.
+    scores: float32 [B], confidence used by the merge: prompt score × predicted IoU.
+    """
+
+    masks: np.ndarray
+    iou: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    @staticmethod
+    def empty(height: int, width: int) -> MaskCandidates:
+        return MaskCandidates(
+            masks=np.zeros((0, height, width), dtype=bool),
+            iou=np.zeros(0, np.float32),
+            class_ids=np.zeros(0, np.int32),
+            scores=np.zeros(0, np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One output instance.
+
+    bbox_xywh: [x, y, w, h] in image pixels, as pycocotools' toBbox of `rle`.
+    rle: COCO compressed RLE {"size": [H, W], "counts": str}.
+    """
+
+    class_id: int
+    class_name: str
+    score: float
+    bbox_xywh: tuple[float, float, float, float]
+    area: int
+    rle: dict
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """What a segment run produces for one image."""
+
+    height: int
+    width: int
+    class_names: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    random_weights: bool
+    models: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)

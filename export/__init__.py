@@ -1,0 +1,1 @@
+"""Build time: model registry, checkpoint download and loading, model builders, ONNX export."""

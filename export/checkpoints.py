@@ -1,0 +1,82 @@
+"""Reading checkpoint files safely: existence, integrity, `torch.load(weights_only=True)`, strict keys."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from clipsam.engine.errors import CheckpointError
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path | str, what: str) -> dict[str, torch.Tensor]:
+    """Load a torch checkpoint as a flat state dict of tensors.
+
+    `what` names the model the file is meant for, so errors read "SAM2 checkpoint 'x.pt' …".
+    Accepts a bare state dict or one wrapped under "model" / "state_dict" (SAM2 and open_clip layouts).
+    Raises CheckpointError for a missing path, a directory, an empty, truncated or non-torch file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{what} checkpoint '{path}' does not exist (see `clipsam download --help`)")
+    if not path.is_file():
+        raise CheckpointError(f"{what} checkpoint '{path}' is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} checkpoint '{path}' is empty")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = f"{what} checkpoint '{path}' is corrupt or not a torch file ({first_line})"
+        raise CheckpointError(message) from err
+    return _unwrap_state_dict(loaded, path, what)
+
+
+def _unwrap_state_dict(loaded: object, path: Path, what: str) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{what} checkpoint '{path}' holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def check_keys_and_shapes(
+    state: Mapping[str, torch.Tensor], model: torch.nn.Module, path: Path | str, arch: str
+) -> None:
+    """Strict check of a state dict against a model; the error names the file and the architecture."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shared = set(expected) & set(state)
+    mismatched = sorted(k for k in shared if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            k = mismatched[0]
+            parts.append(
+                f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
+                f"vs model {tuple(expected[k].shape)})"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match architecture '{arch}': " + "; ".join(parts)
+        )

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install clipsam and its whole stack into the current Python 3.11 (CPU is enough; no GPU needed).
+#   bash install.sh          runtime
+#   bash install.sh --dev    runtime + test / benchmark / lint tools
+#   bash install.sh --gpu    runtime + onnxruntime-gpu and tensorrt (NVIDIA machines)
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+extras=()
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras+=(dev) ;;
+    --gpu) extras+=(gpu) ;;
+    *) echo "install.sh: unknown option '$arg' (use --dev and/or --gpu)" >&2; exit 2 ;;
+  esac
+done
+# torch first, pinned: everything else builds and runs against this one torch.
+"$PYTHON" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" "setuptools>=68" wheel
+# sam2 is an sdist whose build imports torch; building it without isolation reuses the torch above instead of
+# pulling a second one, and SAM2_BUILD_CUDA=0 skips its optional CUDA extension.
+SAM2_BUILD_CUDA=0 "$PYTHON" -m pip install --quiet --no-build-isolation "sam2==1.1.0"
+target="."
+if [ ${#extras[@]} -gt 0 ]; then target=".[$(IFS=,; echo "${extras[*]}")]"; fi
+"$PYTHON" -m pip install --quiet --no-build-isolation -e "$target"

@@ -1,0 +1,55 @@
+"""Shared test fixtures. Nothing here touches the network; caches go to a per-session temp folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = REPO.parent / "shared" / "golden" / "sclip"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Text-feature cache and checkpoint folder private to the test session (no checkpoint is ever found)."""
+    previous = {key: os.environ.get(key) for key in ("CLIPSAM_CACHE_DIR", "CLIPSAM_CHECKPOINT_DIR")}
+    os.environ["CLIPSAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("clipsam-cache"))
+    os.environ["CLIPSAM_CHECKPOINT_DIR"] = str(tmp_path_factory.mktemp("clipsam-checkpoints"))
+    yield
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    if not (GOLDEN_DIR / "sclip_golden_outputs.npz").is_file():
+        pytest.fail(f"golden SCLIP outputs not found at {GOLDEN_DIR} (shared/ must sit beside the repository)")
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(golden_dir: Path) -> Path:
+    """The golden set's tiny OpenAI-format CLIP (embed 64, width 128, 3 layers)."""
+    return golden_dir / "sclip_tiny_openai_format.pt"
+
+
+@pytest.fixture()
+def street_image(tmp_path: Path) -> Path:
+    """A small PNG of the demo street scene (96×128)."""
+    from PIL import Image
+
+    from clipsam.engine.demo_scene import demo_scene
+
+    path = tmp_path / "street.png"
+    Image.fromarray(demo_scene(96, 128)).save(path)
+    return path
+
+
+def rng_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)

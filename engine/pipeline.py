@@ -160,12 +160,11 @@ class Pipeline:
             return predictor.predict(image)
 
 
-def encode_segments(merged: list[tuple[int, float, np.ndarray]], class_names: tuple[str, ...]) -> tuple:
-    """Merged (class_id, score, bool [H, W] mask) triples → Segments with COCO RLE, area and bbox."""
+def encode_segments(merged: list[tuple[int, float, dict]], class_names: tuple[str, ...]) -> tuple:
+    """Merged (class_id, score, COCO RLE) triples → Segments with area and bbox from the RLE kernels."""
     if not merged:
         return ()
-    masks = np.stack([mask for _, _, mask in merged]).astype(np.uint8)  # [N, H, W], C order
-    rles = rle_codec.encode(masks)
+    rles = [rle for _, _, rle in merged]
     areas = rle_codec.area(rles)
     boxes = rle_codec.toBbox(rles)
     return tuple(
@@ -177,7 +176,7 @@ def encode_segments(merged: list[tuple[int, float, np.ndarray]], class_names: tu
             area=int(area),
             rle={"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
         )
-        for (class_id, score, _), rle, area, box in zip(merged, rles, areas, boxes, strict=True)
+        for (class_id, score, rle), area, box in zip(merged, areas, boxes, strict=True)
     )
 
 

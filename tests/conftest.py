@@ -29,7 +29,9 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     if not (GOLDEN_DIR / "sclip_golden_outputs.npz").is_file():
-        pytest.fail(f"golden SCLIP outputs not found at {GOLDEN_DIR} (shared/ must sit beside the repository)")
+        pytest.fail(
+            f"golden SCLIP outputs not found at {GOLDEN_DIR} (shared/ must sit beside the repository)"
+        )
     return GOLDEN_DIR
 
 

@@ -117,7 +117,15 @@ def test_unwritable_output(street_image, out_dir, capsys, output, fragment):
 
 
 def test_output_in_unwritable_place(street_image, capsys):
-    command = ["segment", "--image", street_image, *VOCAB, "--output", "/proc/clipsam-o.png", "--random-weights"]
+    command = [
+        "segment",
+        "--image",
+        street_image,
+        *VOCAB,
+        "--output",
+        "/proc/clipsam-o.png",
+        "--random-weights",
+    ]
     code, _, err = run_cli(command, capsys)
     assert_one_line_error(code, err, "cannot write")
 

@@ -85,7 +85,9 @@ def test_unreadable_inputs_raise_one_line(tmp_path, make, fragment):
 
 
 def test_truncated_png_is_an_error(tmp_path):
-    full = _save(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), tmp_path / "f.png")
+    full = _save(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), tmp_path / "f.png"
+    )
     cut = tmp_path / "cut.png"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(InputImageError, match="corrupt or truncated"):

@@ -1,0 +1,135 @@
+"""Run-based connected-component labeling: the shared core of `components` and `cleanup`.
+
+A "run" is a maximal horizontal segment of equal class in one row. Runs are numbered in raster order of their
+first pixel; union-find over runs always keeps the smaller run index as the root, so a component's root is the
+run holding its first pixel in raster order. That makes component numbering deterministic without a relabel
+pass over the image.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(parent: np.ndarray, run: int) -> int:
+    """Root of `run` with path halving; parent[i] <= i always holds."""
+    while parent[run] != run:
+        parent[run] = parent[parent[run]]
+        run = parent[run]
+    return run
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _union(parent: np.ndarray, a: int, b: int) -> None:
+    root_a = _find(parent, a)
+    root_b = _find(parent, b)
+    if root_a < root_b:
+        parent[root_b] = root_a
+    elif root_b < root_a:
+        parent[root_a] = root_b
+
+
+# Pixels per block in the boundary search: a block without a class change is skipped with one vectorised test.
+_BLOCK = 16
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _emit_run(row, start, end, y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class):
+    value = row[start]
+    if has_ignore and value == ignore:
+        return n_runs
+    run_row[n_runs] = y
+    run_start[n_runs] = start
+    run_end[n_runs] = end
+    run_class[n_runs] = value
+    return n_runs + 1
+
+
+@njit(cache=True, nogil=True)
+def _scan_row(row, y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class):
+    """Append the runs of one row (ignored runs dropped); returns the new run count."""
+    width = row.shape[0]
+    start = 0
+    x0 = 1
+    while x0 + _BLOCK <= width:
+        changed = 0
+        for k in range(_BLOCK):
+            changed |= row[x0 + k] ^ row[x0 + k - 1]
+        if changed:
+            for x in range(x0, x0 + _BLOCK):
+                if row[x] != row[x - 1]:
+                    n_runs = _emit_run(
+                        row, start, x, y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class
+                    )
+                    start = x
+        x0 += _BLOCK
+    for x in range(x0, width):
+        if row[x] != row[x - 1]:
+            n_runs = _emit_run(
+                row, start, x, y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class
+            )
+            start = x
+    if width > 0:
+        n_runs = _emit_run(
+            row, start, width, y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class
+        )
+    return n_runs
+
+
+@njit(cache=True, nogil=True)
+def label_runs(class_map, ignore, has_ignore, connect8):
+    """Find the runs of a class map and join touching runs of the same class.
+
+    class_map: integer [H, W], C-contiguous; pixels equal to `ignore` (when has_ignore) belong to no run.
+    connect8: 8-connectivity when True (diagonal neighbours join), 4-connectivity otherwise.
+    Returns (run_row int32 [R], run_start int32 [R], run_end int32 [R] (exclusive), run_class int64 [R],
+    run_component int32 [R] (0-based component index, numbered in raster order of first pixel), n_components).
+    Arrays are views of worst-case-sized buffers, cut to R runs.
+    """
+    height, width = class_map.shape
+    capacity = height * width
+    run_row = np.empty(capacity, np.int32)
+    run_start = np.empty(capacity, np.int32)
+    run_end = np.empty(capacity, np.int32)
+    run_class = np.empty(capacity, np.int64)
+    parent = np.empty(capacity, np.int32)
+    reach = 1 if connect8 else 0
+    n_runs = 0
+    prev_first = 0
+    for y in range(height):
+        row_first = n_runs
+        n_runs = _scan_row(
+            class_map[y], y, ignore, has_ignore, n_runs, run_row, run_start, run_end, run_class
+        )
+        for run in range(row_first, n_runs):
+            parent[run] = run
+        # Join with the previous row: runs on both sides are sorted by start, so one forward sweep suffices.
+        prev = prev_first
+        for run in range(row_first, n_runs):
+            lo = run_start[run] - reach
+            hi = run_end[run] + reach
+            while prev < row_first and run_end[prev] <= lo:
+                prev += 1
+            other = prev
+            while other < row_first and run_start[other] < hi:
+                if run_class[other] == run_class[run]:
+                    _union(parent, other, run)
+                other += 1
+        prev_first = row_first
+    run_component = np.empty(n_runs, np.int32)
+    n_components = 0
+    for run in range(n_runs):
+        if parent[run] == run:
+            run_component[run] = n_components
+            n_components += 1
+        else:
+            # parent[run] < run was already numbered, and it lies in the same component.
+            run_component[run] = run_component[parent[run]]
+    return (
+        run_row[:n_runs],
+        run_start[:n_runs],
+        run_end[:n_runs],
+        run_class[:n_runs],
+        run_component,
+        n_components,
+    )

@@ -1,0 +1,105 @@
+"""The PyTorch SAM2 reference wrapper equals calling `sam2` directly (seeded random SAM2.1 tiny)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipsam.engine.backends.torch_sam2 import Sam2Reference
+from clipsam.engine.types import Prompts
+from clipsam.export.sam2_model import build_sam2_model
+
+# Not square, so a swapped x / y or H / W shows up.
+HEIGHT, WIDTH = 40, 56
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(model, image) -> Sam2Reference:
+    ref = Sam2Reference(model)
+    ref.set_image(image)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def direct_predictor(model, image):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(model.module)
+    predictor.set_image(image)
+    return predictor
+
+
+def _prompts() -> Prompts:
+    return Prompts(
+        coords=np.array([[[5, 7]], [[40, 30]], [[20, 12]]], np.float32),
+        labels=np.ones((3, 1), np.int32),
+        class_ids=np.array([2, 1, 2], np.int32),
+        scores=np.array([0.9, 0.8, 0.75], np.float32),
+        boxes=np.array([[0, 0, 12, 15], [30, 20, 56, 40], [10, 5, 35, 25]], np.float32),
+        areas=np.array([150, 400, 300], np.int64),
+    )
+
+
+def _direct(predictor, prompts: Prompts, use_boxes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Best-of-3 masks and IoUs straight from sam2's SAM2ImagePredictor."""
+    masks, ious = [], []
+    for i in range(len(prompts)):
+        box = prompts.boxes[i] if use_boxes else None
+        out_masks, out_iou, _ = predictor.predict(
+            point_coords=prompts.coords[i], point_labels=prompts.labels[i], box=box, multimask_output=True
+        )
+        best = int(np.argmax(out_iou))
+        masks.append(out_masks[best].astype(bool))
+        ious.append(out_iou[best])
+    return np.stack(masks), np.array(ious, np.float32)
+
+
+@pytest.mark.parametrize("use_boxes", [False, True])
+def test_reference_matches_sam2_directly(reference, direct_predictor, use_boxes):
+    prompts = _prompts()
+    cands = reference.predict(prompts, use_boxes=use_boxes)
+    want_masks, want_iou = _direct(direct_predictor, prompts, use_boxes)
+
+    assert cands.masks.dtype == bool and cands.masks.shape == (3, HEIGHT, WIDTH)
+    np.testing.assert_array_equal(cands.masks, want_masks)
+    np.testing.assert_array_equal(cands.iou, want_iou)
+    np.testing.assert_array_equal(cands.class_ids, prompts.class_ids)
+    np.testing.assert_allclose(cands.scores, prompts.scores * want_iou, rtol=1e-6)
+    assert cands.scores.dtype == np.float32
+
+
+def test_boxes_reach_sam2(reference):
+    prompts = _prompts()
+    without = reference.predict(prompts, use_boxes=False)
+    with_boxes = reference.predict(prompts, use_boxes=True)
+    assert not np.array_equal(without.iou, with_boxes.iou)
+
+
+def test_no_prompts_gives_empty_candidates(reference):
+    cands = reference.predict(Prompts.empty())
+    assert len(cands) == 0
+    assert cands.masks.shape == (0, HEIGHT, WIDTH) and cands.masks.dtype == bool
+    assert cands.iou.shape == cands.scores.shape == cands.class_ids.shape == (0,)
+
+
+def test_predict_before_set_image_fails(model):
+    with pytest.raises(RuntimeError, match="set_image"):
+        Sam2Reference(model).predict(_prompts())
+
+
+def test_rejects_non_rgb_uint8_image(model):
+    ref = Sam2Reference(model)
+    with pytest.raises(ValueError, match="uint8"):
+        ref.set_image(np.zeros((HEIGHT, WIDTH), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        ref.set_image(np.zeros((HEIGHT, WIDTH, 3), np.float32))

@@ -1,6 +1,8 @@
-"""Mask set kernels on foreground intervals (see `_rle_ops.intervals`): NMS and overlap resolution.
+"""Mask set kernels on foreground intervals (see `_rle_ops.intervals`): NMS, overlap resolution, the IoU
+matrix, and the boxes pycocotools uses to skip IoU pairs.
 
-Both work without decoding masks to dense pixels: cost grows with the number of runs, not with h * w.
+None decodes masks to dense pixels: cost grows with the number of runs, not with h * w. The IoU matrix
+decodes the compressed strings straight into position-sorted interval events and sweeps them once.
 """
 
 import numpy as np
@@ -150,33 +152,84 @@ def resolve(starts, ends, run_offsets, order, total):
     return counts[:m], own_offsets
 
 
+_UINT32 = 0xFFFFFFFF
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _bbox_step(j, position, height, state):
-    """One count of pycocotools' rleToBbox walk (see `_rle_ops.bboxes`); state: int64 [5]
-    (x_min, y_min, x_max, y_max, run_x)."""
-    pixel = position - (j % 2)
-    y = pixel % height
-    x = pixel // height
-    if j % 2 == 0:
-        state[4] = x
-    elif state[4] < x:
-        state[1] = 0
-        state[3] = height - 1
-    state[0] = min(state[0], x)
-    state[2] = max(state[2], x)
-    state[1] = min(state[1], y)
-    state[3] = max(state[3], y)
+def _box_start(box, width, height):
+    """Reset box (int64 [4]: x_min, y_min, x_max, y_max) to pycocotools' empty start (w, h, 0, 0)."""
+    box[0] = width & _UINT32
+    box[1] = height & _UINT32
+    box[2] = 0
+    box[3] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _box_add_run(box, start, length, height):
+    """Grow the box by the foreground run [start, start + length), length > 0, in pycocotools' uint32
+    arithmetic: a run that crosses a column boundary spans the full height."""
+    end = (start + length - 1) & _UINT32
+    start &= _UINT32
+    x_start = start // height
+    x_end = end // height
+    box[0] = min(box[0], x_start)
+    box[2] = max(box[2], x_end)
+    if x_start < x_end:
+        box[1] = 0
+        box[3] = height - 1
+    else:
+        box[1] = min(box[1], start % height)
+        box[3] = max(box[3], end % height)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _box_write(box, n_counts, out):
+    """out: float64 [4] (x, y, w, h) as pycocotools' rleToBbox: zeros for fewer than 2 counts, and the
+    uint32 wrap-around of the empty start when no foreground run is longer than 0."""
+    if n_counts < 2:
+        out[:] = 0.0
+        return
+    out[0] = box[0]
+    out[1] = box[1]
+    out[2] = (box[2] - box[0] + 1) & _UINT32
+    out[3] = (box[3] - box[1] + 1) & _UINT32
 
 
 @njit(cache=True, nogil=True)
-def iou_inputs(chars, char_offsets, height, mask_bits):
+def bboxes(counts, offsets, sizes):
+    """float64 [n, 4]: (x, y, w, h) of each mask as pycocotools' (2.0.8+) rleToBbox.
+
+    counts uint32 / offsets int64 [n + 1] as in `_rle_codec`; sizes: int64 [n, 2] (h, w). Only foreground
+    runs longer than 0 count.
+    """
+    n_masks = offsets.shape[0] - 1
+    out = np.zeros((n_masks, 4), np.float64)
+    box = np.empty(4, np.int64)
+    for k in range(n_masks):
+        height = sizes[k, 0] & _UINT32
+        if height == 0:
+            continue
+        _box_start(box, sizes[k, 1], height)
+        position = np.int64(0)
+        for j in range(offsets[k + 1] - offsets[k]):
+            count = np.int64(counts[offsets[k] + j])
+            if j % 2 == 1 and count > 0:
+                _box_add_run(box, position, count, height)
+            position += count
+        _box_write(box, offsets[k + 1] - offsets[k], out[k])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def iou_inputs(chars, char_offsets, height, width, mask_bits):
     """Decode compressed RLE strings once into what the IoU matrix needs, in one pass.
 
-    chars: uint8 [C], all strings back to back; char_offsets: int64 [n + 1]; height: the masks' common h.
-    Returns (boxes float64 [n, 4] equal to `_rle_ops.bboxes`, areas int64 [n] equal to `_rle_ops.areas`,
-    events int64 [E], max_end). Each foreground interval [start, end) (column-major pixel positions, empty
-    runs dropped) gives two events: ((2 * end) << mask_bits | mask) and ((2 * start + 1) << mask_bits | mask),
-    so sorting them orders by position with ends before starts. max_end: the largest position seen.
+    chars: uint8 [C], all strings back to back; char_offsets: int64 [n + 1]; height, width: the masks'
+    common size (height > 0). Returns (boxes float64 [n, 4] equal to `bboxes`, areas int64 [n] equal to
+    `_rle_ops.areas`, events int64 [E], max_end). Each foreground interval [start, end) (column-major pixel
+    positions, empty runs dropped) gives two events: ((2 * end) << mask_bits | mask) and
+    ((2 * start + 1) << mask_bits | mask), so bit mask_bits tells starts from ends and the bits above it
+    hold the position. max_end: the largest position seen.
     """
     n_masks = char_offsets.shape[0] - 1
     boxes = np.zeros((n_masks, 4), np.float64)
@@ -185,7 +238,7 @@ def iou_inputs(chars, char_offsets, height, mask_bits):
     events = np.empty(chars.shape[0] + 2, np.int64)
     n_events = 0
     max_end = np.int64(0)
-    state = np.empty(5, np.int64)
+    box = np.empty(4, np.int64)
     for k in range(n_masks):
         p = char_offsets[k]
         end = char_offsets[k + 1]
@@ -194,9 +247,7 @@ def iou_inputs(chars, char_offsets, height, mask_bits):
         before_last = np.int64(0)  # counts[j - 2] and counts[j - 1], as stored (uint32)
         last = np.int64(0)
         area = np.int64(0)
-        state[0] = state[1] = np.int64(1) << 62
-        state[2] = state[3] = state[4] = 0
-        background_end = np.int64(-1)  # a background count joins the box only once a foreground count follows
+        _box_start(box, width, height)
         while p < end:
             value = np.int64(0)
             shift = 0
@@ -211,29 +262,20 @@ def iou_inputs(chars, char_offsets, height, mask_bits):
                     value |= np.int64(-1) << shift
             if j > 2:
                 value += before_last
-            count = value & 0xFFFFFFFF
+            count = value & _UINT32
             before_last = last
             last = count
-            run_start = position
-            position += count
-            if j % 2 == 0:
-                background_end = position
-            else:
+            if j % 2 == 1 and count > 0:
                 area += count
-                _bbox_step(j - 1, background_end, height, state)
-                _bbox_step(j, position, height, state)
-                if count > 0:
-                    events[n_events] = ((2 * position) << mask_bits) | k
-                    events[n_events + 1] = ((2 * run_start + 1) << mask_bits) | k
-                    n_events += 2
-                    max_end = max(max_end, position)
+                _box_add_run(box, position, count, height)
+                events[n_events] = ((2 * (position + count)) << mask_bits) | k
+                events[n_events + 1] = ((2 * position + 1) << mask_bits) | k
+                n_events += 2
+                max_end = max(max_end, position + count)
+            position += count
             j += 1
-        areas[k] = area & 0xFFFFFFFF
-        if j >= 2:
-            boxes[k, 0] = state[0]
-            boxes[k, 1] = state[1]
-            boxes[k, 2] = state[2] - state[0] + 1
-            boxes[k, 3] = state[3] - state[1] + 1
+        areas[k] = area & _UINT32
+        _box_write(box, j, boxes[k])
     return boxes, areas, events[:n_events], max_end
 
 

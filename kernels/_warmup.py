@@ -61,9 +61,16 @@ def _mask_calls() -> dict[str, Callable[[], object]]:
     }
 
 
+def _upsample_calls() -> dict[str, Callable[[], object]]:
+    from .upsample import warmup_upsample
+
+    return {"upsample": warmup_upsample}
+
+
 def warmup() -> dict[str, float]:
     """Compile or load every kernel; returns seconds spent per kernel group (near 0 once cached)."""
     seconds = _timed(_components_calls())
     seconds.update(_timed(_rle_calls()))
     seconds.update(_timed(_mask_calls()))
+    seconds.update(_timed(_upsample_calls()))
     return seconds

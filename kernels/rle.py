@@ -180,7 +180,7 @@ def toBbox(rleObjs: Rle | list[Rle]) -> np.ndarray:  # noqa: N802, N803
     """Boxes (x, y, w, h): float64 [n, 4] for a list, [4] for one dict."""
     single = isinstance(rleObjs, dict)
     counts, offsets, sizes = decode_counts([rleObjs] if single else rleObjs)
-    out = _rle_ops.bboxes(counts, offsets, sizes[:, 0].copy())
+    out = _rle_sets.bboxes(counts, offsets, sizes)
     return out[0] if single else out
 
 
@@ -244,26 +244,39 @@ def iou(
     if dt_kind == "box":
         return _box_iou(dt_data, gt_data, crowd)
     chars, char_offsets, sizes = _joined_strings(dt_data, "dt", gt_data, "gt")
-    same_size = (sizes == sizes[0]).all()
-    height, width = int(sizes[0, 0]), int(sizes[0, 1])
-    # the sweep packs (2 * position + 1, mask) into one int64 and sums positions mod 2**32
-    mask_bits = max(1, (len(sizes) - 1).bit_length())
-    if same_size and 0 < height * width < 2**32 and mask_bits <= 24:
-        boxes, areas, events, max_end = _rle_sets.iou_inputs(chars, char_offsets, height, mask_bits)
-        if max_end <= height * width:  # valid RLEs: every interval inside the image
-            key_bits = max_end.bit_length()
-            shared = _rle_sets.cross_intersections(events, mask_bits, key_bits, len(dt), n_gt)
-            no_runs = np.zeros(0, np.int64)
-            return _rle_ops.iou_matrix(
-                no_runs, no_runs, np.zeros(1, np.int64), boxes, areas, sizes, len(dt), crowd, shared
-            )
+    swept = _swept_iou(chars, char_offsets, sizes, len(dt), crowd)
+    if swept is not None:
+        return swept
     # mixed sizes or invalid counts: walk each pair whose boxes overlap, as pycocotools does
     counts, offsets = _rle_codec.strings_to_counts(chars, char_offsets)
     starts, ends, run_offsets = _rle_ops.intervals(counts, offsets)
-    boxes = _rle_ops.bboxes(counts, offsets, sizes[:, 0].copy())
+    boxes = _rle_sets.bboxes(counts, offsets, sizes)
     areas = _rle_ops.areas(counts, offsets).astype(np.int64)
     shared = np.zeros((0, 0), np.int64)
     return _rle_ops.iou_matrix(starts, ends, run_offsets, boxes, areas, sizes, len(dt), crowd, shared)
+
+
+def _swept_iou(
+    chars: np.ndarray, char_offsets: np.ndarray, sizes: np.ndarray, n_dt: int, crowd: np.ndarray
+) -> np.ndarray | None:
+    """IoU float64 [n_dt, n_gt] from one sweep over all intervals (see `_rle_sets.cross_intersections`), or
+    None when the sweep does not apply: masks of several sizes, or counts that overrun h * w.
+
+    chars, char_offsets, sizes: dt then gt strings, as `_joined_strings` gives them.
+    """
+    height, width = int(sizes[0, 0]), int(sizes[0, 1])
+    # events pack (2 * position + 1, mask) into one int64; intersections are summed mod 2**32
+    mask_bits = max(1, (len(sizes) - 1).bit_length())
+    if not (sizes == sizes[0]).all() or not 0 < height * width < 2**32 or mask_bits > 24:
+        return None
+    boxes, areas, events, max_end = _rle_sets.iou_inputs(chars, char_offsets, height, width, mask_bits)
+    if max_end > height * width:
+        return None
+    shared = _rle_sets.cross_intersections(events, mask_bits, max_end.bit_length(), n_dt, len(sizes) - n_dt)
+    no_runs = np.zeros(0, np.int64)
+    return _rle_ops.iou_matrix(
+        no_runs, no_runs, np.zeros(1, np.int64), boxes, areas, sizes, n_dt, crowd, shared
+    )
 
 
 def frPyObjects(pyobj: Rle | list[Rle], h: int, w: int) -> Rle | list[Rle]:  # noqa: N802

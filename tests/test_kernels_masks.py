@@ -71,7 +71,7 @@ def test_resolve_overlaps_equals_dense_argmax(batch, seed):
 small_masks = st.builds(
     lambda h, w, p, seed: np.random.default_rng(seed).random((h, w)) < p,
     h=st.integers(1, 14),
-    w=st.integers(1, 14),
+    w=st.one_of(st.integers(1, 14), st.sampled_from([16, 24, 32])),  # multiples of 8: the word path
     p=st.sampled_from([0.0, 0.2, 0.5, 0.8, 1.0]),
     seed=st.integers(0, 10_000),
 )
@@ -104,6 +104,21 @@ def test_remove_small_regions_full_size_equals_sam():
         expected, expected_changed = sam_remove_small_regions(mask[:, :1000], 100, mode)
         assert changed and expected_changed
         np.testing.assert_array_equal(cleaned, expected)
+
+
+def test_remove_small_regions_word_path_on_unaligned_and_empty_masks():
+    rng = np.random.default_rng(7)
+    buffer = rng.random(1 + 40 * 64) < 0.7
+    unaligned = buffer[1:].reshape(40, 64)  # rows of whole words, but not 8-byte aligned
+    assert unaligned.ctypes.data % 8 != 0
+    for mode in ("holes", "islands"):
+        cleaned, changed = masks.remove_small_regions(unaligned, 6, mode)
+        expected, expected_changed = sam_remove_small_regions(unaligned, 6, mode)
+        assert changed == expected_changed
+        np.testing.assert_array_equal(cleaned, expected)
+    empty = np.zeros((3, 0), bool)
+    cleaned, changed = masks.remove_small_regions(empty, 6, "holes")
+    assert cleaned is empty and not changed
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """clipsam.kernels.rle against pycocotools.mask (byte-identical) and SAM2's mask_to_rle_pytorch (counts)."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -89,6 +90,50 @@ def test_decode_area_bbox_iou_merge_equal_pycocotools(masks, second, crowd_seed)
     gt = rle.encode(second) + ours
     crowd = np.random.default_rng(crowd_seed).integers(0, 2, len(gt)).tolist()
     np.testing.assert_array_equal(rle.iou(ours, gt, crowd), coco.iou(ours, gt, crowd))
+
+
+def _uncompressed(counts: list[int], height: int, width: int) -> dict:
+    """An RLE whose counts are `counts` padded with one last run up to h * w (zero-length runs kept)."""
+    return {"size": [height, width], "counts": counts + [height * width - sum(counts)]}
+
+
+run_lists = st.lists(st.integers(0, 7), max_size=12)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    unusual_counts=st.lists(run_lists, min_size=1, max_size=3),
+    height=st.integers(1, 7),
+    seed=st.integers(0, 100),
+)
+def test_iou_and_bbox_of_unusual_counts_equal_pycocotools(unusual_counts, height, seed):
+    """Zero-length runs (leading, inside, trailing) and runs across columns: the fused IoU decode's boxes.
+
+    IoU pairs an unusual RLE with canonical ones only: pycocotools' run walk stops early where both RLEs
+    hold a zero-length run at the same position, a quirk no canonical encoding triggers.
+    """
+    width = max(1, -(-max(sum(c) for c in unusual_counts) // height))
+    unusual = coco.frPyObjects([_uncompressed(c, height, width) for c in unusual_counts], height, width)
+    np.testing.assert_array_equal(rle.toBbox(unusual), coco.toBbox(unusual))
+    rng = np.random.default_rng(seed)
+    canonical = rle.encode_batch(rng.random((4, height, width)) < rng.random((4, 1, 1)))
+    crowd = rng.integers(0, 2, len(canonical)).tolist()
+    np.testing.assert_array_equal(rle.iou(unusual, canonical, crowd), coco.iou(unusual, canonical, crowd))
+    crowd = rng.integers(0, 2, len(unusual)).tolist()
+    np.testing.assert_array_equal(rle.iou(canonical, unusual, crowd), coco.iou(canonical, unusual, crowd))
+
+
+def test_iou_matrix_of_image_size_masks_equals_pycocotools():
+    rng = np.random.default_rng(5)
+    coarse = rng.random((24, 9, 11)).astype(np.float32)
+    fields = np.stack([cv2.resize(c, (330, 250), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    masks = fields > rng.uniform(0.4, 0.9, (24, 1, 1))
+    masks[3] = False  # an empty mask
+    masks[4] = True  # a full one
+    rles = rle.encode_batch(masks)
+    crowd = rng.integers(0, 2, 10).tolist()
+    np.testing.assert_array_equal(rle.iou(rles, rles[:10], crowd), coco.iou(rles, rles[:10], crowd))
+    np.testing.assert_array_equal(rle.iou(rles[5:], rles, [0] * 24), coco.iou(rles[5:], rles, [0] * 24))
 
 
 def test_iou_on_boxes_and_empty_inputs_equal_pycocotools():

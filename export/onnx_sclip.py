@@ -1,0 +1,183 @@
+"""SCLIP image tower → ONNX: a batch of crops in, L2-normalised patch features out (CSA last block included).
+
+All sliding windows of an image go through one call, so the crop count N is a symbolic dimension. The
+tracing wrapper keeps every reshape free of the batch size (it is always -1), writes the attention out
+explicitly (torch's fused multi-head-attention fast path has no ONNX export) and stores the positional
+embedding of the exported crop size as a constant: the crop size is fixed at export.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipsam.export.clip_model import SclipModel
+from clipsam.export.onnx_utils import OPSET, export_onnx, forbidden_ops, io_specs, op_census
+
+INPUT_NAME = "crops"
+OUTPUT_NAME = "patch_features"
+BATCH_DIM = "num_crops"
+PARITY_CROP_COUNTS = (1, 6)  # measured at export: the single crop and a multi-crop batch
+_TRACE_CROP_COUNT = 2  # not 1, so that no size-1 batch can be mistaken for a broadcast by the tracer
+_PARITY_SEED = 20241
+
+
+def _split_heads(attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int) -> torch.Tensor:
+    """x [N, T, C] -> q, k, v stacked as [3, N, heads, T, hd] from the block's own in-projection."""
+    width = attn.embed_dim
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, T, 3C]
+    return qkv.reshape(-1, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+
+
+def _merge_heads(attn: nn.MultiheadAttention, values: torch.Tensor, tokens: int) -> torch.Tensor:
+    """values [N, heads, T, hd] -> out_proj of the concatenated heads, [N, T, C]."""
+    return attn.out_proj(values.transpose(1, 2).reshape(-1, tokens, attn.embed_dim))
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int) -> torch.Tensor:
+    """CLIP's standard attention, no mask: out_proj(softmax(q kᵀ · s) v). x [N, T, C] -> [N, T, C]."""
+    scale = (attn.embed_dim // attn.num_heads) ** -0.5
+    q, k, v = _split_heads(attn, x, tokens)  # each [N, heads, T, hd]
+    weights = torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)  # [N, heads, T, T]
+    return _merge_heads(attn, weights @ v, tokens)
+
+
+def _correlative_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int) -> torch.Tensor:
+    """SCLIP's CSA: out_proj((softmax(q qᵀ · s) + softmax(k kᵀ · s)) v). x [N, T, C] -> [N, T, C]."""
+    scale = (attn.embed_dim // attn.num_heads) ** -0.5
+    q, k, v = _split_heads(attn, x, tokens)  # each [N, heads, T, hd]
+    weights = torch.softmax(q @ q.transpose(-1, -2) * scale, dim=-1)
+    weights = weights + torch.softmax(k @ k.transpose(-1, -2) * scale, dim=-1)  # [N, heads, T, T]
+    return _merge_heads(attn, weights @ v, tokens)
+
+
+class SclipTowerGraph(nn.Module):
+    """Trace-friendly SCLIP image tower.
+
+    crops float32 [N, 3, crop, crop] (RGB, CLIP mean/std on 0–255) -> patch_features float32 [N, L, D],
+    L2-normalised, L = (crop / patch)² in row-major patch order, CLS dropped; equal to
+    `SclipModel.encode_crops`.
+    """
+
+    def __init__(self, model: SclipModel, crop: int):
+        super().__init__()
+        if crop % model.patch_size:
+            raise ValueError(f"crop size {crop} is not a multiple of the patch size {model.patch_size}")
+        grid = crop // model.patch_size
+        self.visual = model.clip.visual
+        self.tokens = 1 + grid * grid
+        with torch.no_grad():
+            # The model's own table (interpolated the SCLIP way if crop is not its native size), with the
+            # class embedding folded into row 0: the graph then prepends a zero token instead of expanding
+            # the class embedding to a runtime batch size (no Shape/Expand/Where chain).
+            table = model._positional_embedding(grid, grid).detach().clone()  # [1 + L, C]
+            table[0] += self.visual.class_embedding
+        self.register_buffer("token_embedding", table, persistent=False)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        visual = self.visual
+        width = visual.class_embedding.shape[0]
+        patches = visual.conv1(crops).reshape(-1, width, self.tokens - 1).transpose(1, 2)  # [N, L, C]
+        # A zero CLS slot shaped from the patches themselves: F.pad or zeros_like would size it through a
+        # Shape/Slice chain that the exporter cannot fold, and the output's L would lose its static value.
+        cls_slot = patches[:, :1] * 0.0  # [N, 1, C]
+        x = torch.cat([cls_slot, patches], dim=1)  # [N, 1 + L, C]
+        x = visual.ln_pre(x + self.token_embedding)  # [N, 1 + L, C]
+        *blocks, last = visual.transformer.resblocks
+        for block in blocks:
+            x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), self.tokens))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = x + last.ls_1(_correlative_self_attention(last.attn, last.ln_1(x), self.tokens))
+        x = x + last.ls_2(last.mlp(last.ln_2(x)))
+        patch_tokens = x[:, 1 : self.tokens]  # [N, L, C]; explicit end: an open one leaves L unknown to ONNX
+        features = visual.ln_post(patch_tokens) @ visual.proj  # [N, L, D]; ln_post acts per token
+        norms = torch.linalg.vector_norm(features, dim=-1, keepdim=True)  # [N, L, 1]
+        return features / norms.clamp_min(1e-12)  # F.normalize, without its Shape/Expand pair
+
+
+def pin_static_output_dims(path: Path | str) -> None:
+    """Give the graph outputs the static sizes ONNX shape inference proves, in place (atomic).
+
+    With a symbolic batch, torch's exporter names every output dim it could not follow through the -1
+    reshapes ("Divpatch_features_dim_1") although L and D are constants; ONNX's own inference resolves them.
+    """
+    path = Path(path)
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for declared, resolved in zip(model.graph.output, inferred.graph.output, strict=True):
+        pairs = zip(declared.type.tensor_type.shape.dim, resolved.type.tensor_type.shape.dim, strict=True)
+        for dim, known in pairs:
+            if known.HasField("dim_value"):
+                dim.dim_value = known.dim_value  # clears the placeholder dim_param (a oneof)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        onnx.save(model, tmp_name)
+        onnx.checker.check_model(tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def measure_sclip_parity(
+    model: SclipModel, path: Path | str, crop: int, crop_counts: tuple[int, ...] = PARITY_CROP_COUNTS
+) -> dict[str, float]:
+    """Max abs error of `patch_features` (onnxruntime, CPU) against `model.encode_crops` on fresh random
+    crops, one figure per crop count: {"patch_features[N=n]": error}."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(_PARITY_SEED)
+    parity = {}
+    for count in crop_counts:
+        crops = torch.randn(count, 3, crop, crop, generator=generator)
+        (exported,) = session.run([OUTPUT_NAME], {INPUT_NAME: crops.numpy()})
+        with torch.inference_mode():
+            reference = model.encode_crops(crops).numpy()
+        parity[f"{OUTPUT_NAME}[N={count}]"] = float(np.abs(exported - reference).max())
+    return parity
+
+
+def export_sclip_tower(model: SclipModel, path: Path, *, crop: int = 224) -> dict[str, Any]:
+    """Export SCLIP's image tower to ONNX at `path` (atomic) and check it against `encode_crops`.
+
+    Graph: input `crops` float32 [num_crops, 3, crop, crop]; output `patch_features` float32
+    [num_crops, (crop / patch)², embed_dim].
+    Returns {"io_specs", "op_census", "forbidden_ops", "parity" ({"patch_features[N=n]": max abs error} for
+    n in PARITY_CROP_COUNTS), "export_seconds", "opset", "crop", "patch", "embed_dim"}.
+    """
+    graph = SclipTowerGraph(model, crop).eval()
+    trace_crops = torch.randn(_TRACE_CROP_COUNT, 3, crop, crop, generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    export_onnx(
+        graph,
+        (trace_crops,),
+        path,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+    )
+    pin_static_output_dims(path)
+    export_seconds = time.perf_counter() - started
+    census = op_census(path)
+    return {
+        "io_specs": io_specs(path),
+        "op_census": census,
+        "forbidden_ops": forbidden_ops(census),
+        "parity": measure_sclip_parity(model, path, crop),
+        "export_seconds": round(export_seconds, 2),
+        "opset": OPSET,
+        "crop": crop,
+        "patch": model.patch_size,
+        "embed_dim": model.embed_dim,
+    }

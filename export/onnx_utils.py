@@ -1,0 +1,112 @@
+"""ONNX export helpers shared by every graph: atomic export, I/O specs, op census and forbidden-op checks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import torch
+
+OPSET = 17
+
+# Ops TensorRT's parser rejects or that betray a trace of data-dependent Python (see FACTS.md, export
+# pitfalls): OneHot and Tile come from repeat_interleave with a traced count, If/Loop from Python branches
+# and loops on tensor values, the DFT family from complex arithmetic.
+FORBIDDEN_OPS = frozenset({"OneHot", "Tile", "If", "Loop", "Scan", "DFT", "STFT", "SequenceConstruct"})
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.UINT8: "uint8",
+}
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path | str,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Trace `module` to ONNX at `path`; written beside it first and renamed only once it checks out.
+
+    Uses torch's TorchScript-based exporter (deterministic graphs without `If` for our trace-friendly
+    wrappers); its deprecation warning is silenced here, once.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                module.eval(),
+                example_inputs,
+                tmp_name,
+                dynamo=False,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes or {},
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        onnx.checker.check_model(tmp_name)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; artifacts are shared read-only files
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return path
+
+
+def op_census(model: onnx.ModelProto | Path | str) -> dict[str, int]:
+    """Count of every op type in the graph and its subgraphs."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    counts: Counter[str] = Counter()
+    pending = [model.graph]
+    while pending:
+        graph = pending.pop()
+        for node in graph.node:
+            counts[node.op_type] += 1
+            pending.extend(attr.g for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH)
+            pending.extend(attr.graphs for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPHS)
+    return dict(sorted(counts.items()))
+
+
+def forbidden_ops(census: dict[str, int]) -> list[str]:
+    """The forbidden op types present in a census (empty when the graph is clean)."""
+    return sorted(op for op in census if op in FORBIDDEN_OPS)
+
+
+def io_specs(model: onnx.ModelProto | Path | str) -> dict[str, list[dict]]:
+    """{"inputs": [...], "outputs": [...]}, each {"name", "shape" (ints or symbolic names), "dtype"}."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+
+    def spec(value: onnx.ValueInfoProto) -> dict:
+        tensor = value.type.tensor_type
+        shape = [dim.dim_param if dim.dim_param else int(dim.dim_value) for dim in tensor.shape.dim]
+        return {
+            "name": value.name,
+            "shape": shape,
+            "dtype": _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type)),
+        }
+
+    initializers = {init.name for init in model.graph.initializer}
+    return {
+        "inputs": [spec(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [spec(v) for v in model.graph.output],
+    }

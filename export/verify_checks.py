@@ -1,0 +1,138 @@
+"""The checks behind `clipsam verify`: random inputs per graph, then a real image end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipsam.engine.backends.torch_sclip import TorchSclip
+from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
+from clipsam.engine.manifest import read_manifest
+from clipsam.engine.pipeline import Pipeline, default_dense_config, vocabulary_from_words
+from clipsam.engine.text_bank import TextBank
+from clipsam.engine.types import Prompts
+from clipsam.export import onnx_sam2_decoder as decoder_export
+from clipsam.export import onnx_sam2_encoder as encoder_export
+from clipsam.export.verify import VerifyReport, mask_iou, max_abs, sign_agreement, torch_models_for
+
+
+def verify_artifacts(
+    directory: Path | str,
+    *,
+    clip_checkpoint: Path | None = None,
+    sam_checkpoint: Path | None = None,
+    image: np.ndarray | None = None,
+    prompt_count: int = 16,
+    seed: int = 0,
+) -> VerifyReport:
+    """Compare DIR's graphs (onnxruntime) with the torch modules they were exported from."""
+    manifest = read_manifest(directory)
+    sclip, sam = torch_models_for(manifest, clip_checkpoint=clip_checkpoint, sam_checkpoint=sam_checkpoint)
+    runtime = Pipeline.from_artifacts(directory)
+    report = VerifyReport()
+    rng = np.random.default_rng(seed)
+    _random_sclip(report, sclip, runtime, rng)
+    _random_sam2(report, sam, runtime, rng)
+    picture = demo_scene() if image is None else image
+    _image_sclip(report, sclip, runtime, picture, Path(directory))
+    _image_sam2(report, sam, runtime, picture, prompt_count, rng)
+    return report
+
+
+def _random_sclip(report: VerifyReport, sclip, runtime: Pipeline, rng: np.random.Generator) -> None:
+    size = sclip.image_size
+    crops = rng.standard_normal((3, 3, size, size), dtype=np.float32)
+    with torch.inference_mode():
+        expected = sclip.encode_crops(torch.from_numpy(crops)).numpy()
+    report.max_abs["sclip_tower.patch_features (random crops)"] = max_abs(
+        runtime.dense_backend.encode_crops(crops), expected
+    )
+
+
+def _random_sam2(report: VerifyReport, sam, runtime: Pipeline, rng: np.random.Generator) -> None:
+    image = rng.standard_normal((1, 3, 1024, 1024), dtype=np.float32)
+    with torch.inference_mode():
+        reference = encoder_export.sam2_reference_features(sam.module, torch.from_numpy(image))
+    expected = {name: value.numpy() for name, value in reference.items()}
+    got = runtime.mask_backend.encoder.run({"image": image})
+    for name, value in expected.items():
+        report.max_abs[f"sam2_encoder.{name} (random image)"] = max_abs(got[name], value)
+    prompts = decoder_export.random_prompts(7, 4, seed=int(rng.integers(2**31)))  # boxes, masks, negatives
+    feeds = {**expected, **prompts}
+    reference = decoder_export.reference_decoder_outputs(
+        sam,
+        expected,
+        prompts["point_coords"],
+        prompts["point_labels"],
+        prompts["mask_input"],
+        has_mask_input=prompts["has_mask_input"],
+    )
+    outputs = runtime.mask_backend.decoder.run(feeds)
+    for name, value in reference.items():
+        report.max_abs[f"sam2_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
+
+
+def _image_sclip(report: VerifyReport, sclip, runtime: Pipeline, image: np.ndarray, directory: Path) -> None:
+    vocabulary = vocabulary_from_words(list(DEMO_VOCABULARY))
+    config = default_dense_config(vocabulary)
+    reference = TorchSclip(sclip, TextBank(directory / "verify-text-cache")).dense_predictor(
+        vocabulary, config
+    )
+    expected = reference.predict(image)
+    got = runtime.dense_map(image, vocabulary, config)
+    report.max_abs["sclip dense probs (image, from uint8)"] = max_abs(got.probs, expected.probs)
+    report.max_abs["sclip pred disagreement (image)"] = float(np.mean(got.pred != expected.pred))
+
+
+def _image_sam2(report: VerifyReport, sam, runtime: Pipeline, image: np.ndarray, count: int, rng) -> None:
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    height, width = image.shape[:2]
+    points = np.stack([rng.integers(0, width, count), rng.integers(0, height, count)], axis=1)
+    prompts = _point_prompts(points.astype(np.float32))
+    predictor = SAM2ImagePredictor(sam.module)
+    with torch.inference_mode():
+        predictor.set_image(image)
+    runtime.mask_backend.set_image(image)
+    features = runtime.mask_backend._features
+    expected_features = {
+        "image_embed": predictor._features["image_embed"].numpy(),
+        "high_res_feats_0": predictor._features["high_res_feats"][0].numpy(),
+        "high_res_feats_1": predictor._features["high_res_feats"][1].numpy(),
+    }
+    for name, value in expected_features.items():
+        report.max_abs[f"sam2_encoder.{name} (image, from uint8)"] = max_abs(features[name], value)
+    torch_low, torch_masks = _torch_per_prompt(predictor, prompts)
+    feeds = runtime.mask_backend._decoder_feeds(prompts, use_boxes=False)
+    feeds["mask_input"] = np.zeros((len(prompts), 1, 256, 256), np.float32)
+    feeds["has_mask_input"] = np.zeros(len(prompts), np.float32)
+    outputs = runtime.mask_backend.decoder.run(feeds)
+    ort_low = np.clip(outputs["low_res_masks"][:, 1:], -32.0, 32.0)  # sam2 returns its low-res masks clamped
+    report.max_abs["sam2_decoder.low_res_masks (image)"] = max_abs(ort_low, torch_low)
+    report.agreement = sign_agreement(ort_low, torch_low)
+    report.mask_iou = mask_iou(runtime.mask_backend.predict(prompts).masks, torch_masks)
+
+
+def _torch_per_prompt(predictor, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    """sam2's own per-prompt path: low-res logits of tokens 1..3 [B, 3, 256, 256] and kept masks [B, H, W]."""
+    lows, kept = [], []
+    for i in range(len(prompts)):
+        with torch.inference_mode():
+            masks, iou, low = predictor.predict(prompts.coords[i], prompts.labels[i], multimask_output=True)
+        lows.append(low)
+        kept.append(masks[int(np.argmax(iou))] > 0)
+    return np.stack(lows).astype(np.float32), np.stack(kept)
+
+
+def _point_prompts(points_xy: np.ndarray) -> Prompts:
+    count = points_xy.shape[0]
+    return Prompts(
+        coords=points_xy[:, None, :],
+        labels=np.ones((count, 1), np.int32),
+        class_ids=np.zeros(count, np.int32),
+        scores=np.ones(count, np.float32),
+        boxes=np.concatenate([points_xy - 8, points_xy + 8], axis=1),
+        areas=np.ones(count, np.int64),
+    )

@@ -1,0 +1,135 @@
+"""The evaluation runner: oracle → mIoU 100, resume equals an uninterrupted run, result files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from clipsam.engine import datasets
+from clipsam.engine.errors import ClipsamError
+from clipsam.engine.eval_metrics import confusion_matrix, metrics_from_confusion
+from clipsam.engine.evaluate import RESULTS_NAME, STATE_NAME, SUMMARY_NAME, evaluate
+from tests.test_eval_fixtures import expected_labels, make_benchmark
+
+CONFIG = {"mode": "dense", "use_pamr": False}
+
+
+def _key(image: np.ndarray) -> str:
+    return hashlib.sha1(image.tobytes()).hexdigest()
+
+
+def oracle(dataset):
+    """A predictor returning each image's ground truth (ignored pixels → class 0)."""
+    truth = {_key(dataset.load_image(s)): dataset.load_label(s) for s in dataset.samples}
+
+    def predict(image):
+        label = truth[_key(image)].astype(np.int32)
+        label[label == 255] = 0
+        return label, {"sclip": 1.0, "postprocess": 0.5}
+
+    return predict
+
+
+def noisy(dataset, seed=0):
+    """A deterministic imperfect predictor: the oracle with a seeded share of pixels shifted by one class."""
+    perfect = oracle(dataset)
+    classes = dataset.spec.num_classes
+
+    def predict(image):
+        label, timings = perfect(image)
+        flip = np.random.default_rng(int(_key(image)[:8], 16) + seed).random(label.shape) < 0.4
+        return np.where(flip, (label + 1) % classes, label), timings
+
+    return predict
+
+
+def _dataset(name, tmp_path):
+    make_benchmark(name, tmp_path / "data")
+    return datasets.open_dataset(name, tmp_path / "data")
+
+
+@pytest.mark.parametrize("name", ["voc21", "voc20", "ade20k", "cityscapes"])
+def test_oracle_scores_100(name, tmp_path):
+    dataset = _dataset(name, tmp_path)
+    names = datasets.benchmark_vocabulary(name).class_names
+    result = evaluate(dataset, oracle(dataset), tmp_path / "out", class_names=names, config=CONFIG)
+    assert result.metrics.miou == pytest.approx(100.0)
+    assert result.metrics.aacc == pytest.approx(100.0) and result.metrics.macc == pytest.approx(100.0)
+    record = json.loads((tmp_path / "out" / RESULTS_NAME).read_text())
+    assert record["status"] == "complete" and record["metrics"]["mIoU"] == 100.0
+    assert record["num_images"] == len(dataset)
+    assert not (tmp_path / "out" / STATE_NAME).exists()
+
+
+def test_noisy_metrics_equal_the_hand_accumulated_matrix(tmp_path):
+    dataset = _dataset("context59", tmp_path)
+    predict = noisy(dataset)
+    names = datasets.benchmark_vocabulary("context59").class_names
+    result = evaluate(dataset, predict, tmp_path / "out", class_names=names, config=CONFIG)
+    matrix = sum(
+        confusion_matrix(label, predict(dataset.load_image(s))[0], 59)
+        for s, label in zip(dataset.samples, expected_labels("context59"), strict=True)
+    )
+    assert result.metrics.miou == pytest.approx(metrics_from_confusion(matrix).miou)
+    assert 0 < result.metrics.miou < 100
+    assert result.timings_ms == {"sclip": 1.0, "postprocess": 0.5, "total": 1.5}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    dataset = _dataset("coco-stuff164k", tmp_path)
+    names = datasets.benchmark_vocabulary("coco-stuff164k").class_names
+    whole = evaluate(dataset, noisy(dataset), tmp_path / "whole", class_names=names, config=CONFIG)
+
+    def stop_after_one(done, total, miou):
+        assert total == 3 and 0.0 <= miou <= 100.0
+        if done == 1:
+            raise Interrupted
+
+    out = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        evaluate(dataset, noisy(dataset), out, class_names=names, config=CONFIG, progress=stop_after_one)
+    assert (out / STATE_NAME).is_file()
+    assert not (out / RESULTS_NAME).exists() and not (out / SUMMARY_NAME).exists()
+    with pytest.raises(ClipsamError, match="unfinished run .* pass --resume"):
+        evaluate(dataset, noisy(dataset), out, class_names=names, config=CONFIG)
+    with pytest.raises(ClipsamError, match="other settings"):
+        evaluate(dataset, noisy(dataset), out, class_names=names, config={"mode": "sam-vote"}, resume=True)
+    calls = []
+
+    def counting(image):
+        calls.append(1)
+        return noisy(dataset)(image)
+
+    resumed = evaluate(dataset, counting, out, class_names=names, config=CONFIG, resume=True)
+    assert len(calls) == 2  # only the images after the interruption
+    assert resumed.metrics.miou == whole.metrics.miou
+    np.testing.assert_array_equal(resumed.metrics.iou, whole.metrics.iou)
+    a, b = (json.loads((d / RESULTS_NAME).read_text()) for d in (tmp_path / "whole", out))
+    assert a["per_class"] == b["per_class"] and a["confusion_matrix"] == b["confusion_matrix"]
+    assert not (out / STATE_NAME).exists()
+
+
+def test_num_samples_visualizations_and_summary(tmp_path):
+    dataset = _dataset("voc21", tmp_path)
+    names = datasets.benchmark_vocabulary("voc21").class_names
+    out = tmp_path / "out"
+    result = evaluate(
+        dataset, noisy(dataset), out, class_names=names, config=CONFIG, num_samples=1, save_vis=True,
+        random_weights=True,
+    )  # fmt: skip
+    assert result.num_images == 1
+    pictures = sorted((out / "visualizations").glob("*.png"))
+    assert [p.name for p in pictures] == ["2007_000033.png"]
+    from PIL import Image
+
+    with Image.open(pictures[0]) as picture:
+        assert picture.width == 3 * 4 and picture.height > 3
+    summary = (out / SUMMARY_NAME).read_text()
+    assert "mIoU" in summary and "RANDOM WEIGHTS" in summary and "aeroplane" in summary

@@ -45,7 +45,12 @@ RandomOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of --random-weights.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (torch backend).")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="Runtime: torch (the pure PyTorch reference).")]
+BackendOpt = Annotated[
+    str,
+    typer.Option("--backend", help="torch (the pure PyTorch reference) or onnxruntime (needs --artifacts)."),
+]
+ArtifactsOpt = Annotated[Path | None, typer.Option("--artifacts", help="Folder made by `clipsam export`.")]
+ProvidersOpt = Annotated[str, typer.Option("--providers", help="onnxruntime providers: auto or a list.")]
 SamModelOpt = Annotated[str, typer.Option("--sam-model", help="SAM2 model name (see `clipsam models`).")]
 
 
@@ -57,7 +62,8 @@ def segment(
         str | None, typer.Option("--prompt", help="Class to edit (and to keep, with --edit segment).")
     ] = None,
     edit: Annotated[
-        EditMode, typer.Option("--edit", help="segment: overlay; replace: mask; remove: blacken.")
+        EditMode,
+        typer.Option("--edit", help="segment: overlay; replace: mask or new content; remove: erase."),
     ] = EditMode.segment,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output picture (.png / .jpg).")] = Path(
         "output.png"
@@ -84,28 +90,65 @@ def segment(
     sam_model: SamModelOpt = "sam2.1-hiera-tiny",
     clip_checkpoint: ClipCkptOpt = None,
     backend: BackendOpt = "torch",
+    artifacts: ArtifactsOpt = None,
+    providers: ProvidersOpt = "auto",
     random_weights: RandomOpt = False,
     seed: SeedOpt = 0,
+    use_inpainting: Annotated[
+        bool, typer.Option("--use-inpainting", help="remove / replace with Stable Diffusion inpainting.")
+    ] = False,
+    edit_prompt: Annotated[str | None, typer.Option("--edit-prompt", help="What to paint (replace).")] = None,
+    inpaint_model: Annotated[
+        str | None, typer.Option("--inpaint-model", help="diffusers inpainting model id or folder.")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 30,
+    guidance_scale: Annotated[float, typer.Option(min=0.0, help="Classifier-free guidance.")] = 7.5,
+    strength: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="How much of the region is repainted.")
+    ] = 1.0,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Let diffusers download the inpainting model.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print per-stage timings.")] = False,
 ) -> None:
     """Segment the vocabulary's classes in an image: overlay / mask / edit picture and COCO-RLE JSON."""
     from clipsam.engine import image_io
     from clipsam.engine.pipeline import SegmentOptions
 
-    mo.check_backend(backend)
+    mo.check_backend(backend, artifacts)
     sam_name = mo.sam_name_from_cfg(model_cfg) if model_cfg else mo.get_model(sam_model, "sam2").name
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)
+    inpaint = _inpaint_request(
+        use_inpainting,
+        edit,
+        edit_prompt,
+        inpaint_model,
+        steps,
+        guidance_scale,
+        strength,
+        allow_download,
+        seed,
+        device,
+    )
     picture_in = image_io.load_image(image)
     image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
-    choice = _model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
     options = SegmentOptions(min_confidence, min_region_size, iou_threshold, max_prompts, use_boxes)
-    result = _run_segment(choice, picture_in, vocab, options)
+    if backend == "torch":
+        choice = _model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
+        result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
+    else:
+        result = _run_segment(
+            lambda: _artifact_pipeline(artifacts, backend, providers), picture_in, vocab, options
+        )
     if target is not None and edit is EditMode.segment:
         result = _only_class(result, target)
-    _write_outputs(picture_in, result, edit, target, output, json_path, image)
+    picture = _edited_picture(
+        picture_in, result, edit, target, inpaint, random_weights or result.random_weights
+    )
+    _write_outputs(picture, result, output, json_path, image)
     _report(result, output, json_path, verbose, options)
 
 
@@ -201,8 +244,9 @@ def demo(
         # A random CLIP is near-uniform over classes: no region would pass 0.7 and the demo would be empty.
         min_confidence = 0.0 if clip_random else 0.7
     options = SegmentOptions(min_confidence=min_confidence, max_prompts=max_prompts)
-    result = _run_segment(choice, picture_in, vocab, options)
-    _write_outputs(picture_in, result, EditMode.segment, None, output, json_path, Path("<demo scene>"))
+    result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
+    picture = _edited_picture(picture_in, result, EditMode.segment, None, None, result.random_weights)
+    _write_outputs(picture, result, output, json_path, Path("<demo scene>"))
     _report(result, output, json_path, True, options)
 
 
@@ -252,11 +296,21 @@ def _model_choice(sam_name, sam_ckpt, clip_ckpt, random_weights, seed, device) -
     return mo.ModelChoice(clip_path, False, sam_name, sam_path, False, seed, _device(device))
 
 
-def _run_segment(choice, image: np.ndarray, vocab, options) -> SegmentationResult:
+def _reference_pipeline(choice):
     from clipsam.engine.backends.torch_reference import build_reference_pipeline
 
+    return build_reference_pipeline(choice)
+
+
+def _artifact_pipeline(artifacts: Path, backend: str, providers: str):
+    from clipsam.engine.pipeline import Pipeline
+
+    return Pipeline.from_artifacts(artifacts, backend, providers)
+
+
+def _run_segment(build_pipeline, image: np.ndarray, vocab, options) -> SegmentationResult:
     with stderr.status("loading models") as status:
-        pipeline = build_reference_pipeline(choice)
+        pipeline = build_pipeline()
         result = pipeline.segment(
             image, vocab, options, progress=lambda stage: status.update(f"stage: {stage}")
         )
@@ -275,15 +329,71 @@ def _only_class(result: SegmentationResult, class_name: str) -> SegmentationResu
     return replace(result, segments=tuple(s for s in result.segments if s.class_name == class_name))
 
 
-def _write_outputs(image, result, edit: EditMode, target, output: Path, json_path: Path | None, source: Path):
-    from clipsam.engine import outputs, render
+def _inpaint_request(
+    use, edit: EditMode, edit_prompt, model, steps, guidance, strength, allow_download, seed, device
+):
+    """Validated inpainting options (before any model runs), or None when not inpainting."""
+    if not use:
+        if edit_prompt is not None:
+            raise ClipsamError("--edit-prompt needs --use-inpainting")
+        return None
+    from clipsam.engine.edit import DEFAULT_INPAINT_MODEL, InpaintOptions, check_edit_request
 
     if edit is EditMode.segment:
-        picture = render.overlay(image, result)
-    elif edit is EditMode.replace:
-        picture = render.mask_picture(render.target_mask(result, target))
-    else:
-        picture = render.blacken(image, render.target_mask(result, target))
+        raise ClipsamError("--use-inpainting needs --edit remove or --edit replace")
+    check_edit_request(edit.value, edit_prompt)
+    options = InpaintOptions(
+        model=model or DEFAULT_INPAINT_MODEL,
+        allow_download=allow_download,
+        steps=steps,
+        guidance_scale=guidance,
+        strength=strength,
+        seed=seed,
+        device=device,
+    )
+    return options, edit_prompt
+
+
+def _edited_picture(image, result, edit: EditMode, target, inpaint, random_weights: bool) -> np.ndarray:
+    from clipsam.engine import render
+
+    if edit is EditMode.segment:
+        return render.overlay(image, result)
+    mask = render.target_mask(result, target)
+    if inpaint is None:
+        return render.mask_picture(mask) if edit is EditMode.replace else render.blacken(image, mask)
+    return _inpaint(image, mask, edit, inpaint, random_weights)
+
+
+def _inpaint(image, mask, edit: EditMode, inpaint, random_weights: bool) -> np.ndarray:
+    from rich.progress import Progress
+
+    from clipsam.engine.edit import inpaint_edit, random_inpaint_pipeline, random_prompt_embeddings
+
+    options, edit_prompt = inpaint
+    pipeline = embeds = None
+    if random_weights:
+        # Random segmentation weights: the inpainting model is a seeded random one too (labelled output).
+        pipeline = random_inpaint_pipeline(options.seed)
+        embeds = random_prompt_embeddings(pipeline, edit_prompt or "", options.seed)
+        stderr.print("[yellow]warning:[/] random weights: inpainting with a random tiny diffusion model")
+    with Progress(console=stderr, transient=True) as bar:
+        task = bar.add_task("inpainting", total=options.steps)
+        return inpaint_edit(
+            image,
+            mask,
+            mode=edit.value,
+            edit_prompt=edit_prompt,
+            options=options,
+            progress=lambda step, total: bar.update(task, completed=step, total=total),
+            pipeline=pipeline,
+            prompt_embeds=embeds,
+        )
+
+
+def _write_outputs(picture: np.ndarray, result, output: Path, json_path: Path | None, source: Path) -> None:
+    from clipsam.engine import outputs
+
     outputs.write_picture(output, picture)
     if json_path is not None:
         outputs.write_json(json_path, outputs.result_to_json(result, str(source)))

@@ -10,12 +10,18 @@ from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 
 __all__ = ["ModelChoice", "get_model"]
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime")
 
 
-def check_backend(backend: str) -> None:
+def check_backend(backend: str, artifacts: Path | None = None) -> None:
     if backend not in BACKENDS:
         raise ClipsamError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if backend != "torch" and artifacts is None:
+        raise ClipsamError(
+            f"--backend {backend} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
+        )
+    if backend == "torch" and artifacts is not None:
+        raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
 
 
 def sam_name_from_cfg(model_cfg: str) -> str:

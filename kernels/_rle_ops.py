@@ -1,9 +1,9 @@
 """RLE measurements and set operations on flat counts (see `_rle_codec` for the batch layout).
 
-area / bbox / merge follow pycocotools' maskApi.c definitions step for step, so that even unusual inputs (a
-zero-length run inside the counts) give the same answer. IoU instead works on foreground intervals
-[start, end) in column-major pixel positions: a pair only walks the intervals inside the window where both
-masks can overlap, which is what makes the IoU matrix cheap.
+area / merge follow pycocotools' maskApi.c definitions step for step, so that even unusual inputs (a
+zero-length run inside the counts) give the same answer (bbox: `_rle_sets.bboxes`, as pycocotools 2.0.11).
+IoU instead works on foreground intervals [start, end) in column-major pixel positions: a pair only walks
+the intervals inside the window where both masks can overlap, which is what makes the IoU matrix cheap.
 """
 
 import numpy as np
@@ -20,48 +20,6 @@ def areas(counts, offsets):
         for i in range(offsets[k] + 1, offsets[k + 1], 2):
             total += counts[i]
         out[k] = np.uint32(total & 0xFFFFFFFF)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def bboxes(counts, offsets, heights):
-    """float64 [n, 4]: (x, y, w, h) as pycocotools' rleToBbox, including its whole-column rule.
-
-    heights: int64 [n] mask heights. A foreground run that spans a column boundary makes the box cover the
-    full height, exactly as pycocotools does.
-    """
-    n_masks = offsets.shape[0] - 1
-    out = np.zeros((n_masks, 4), np.float64)
-    for k in range(n_masks):
-        height = heights[k]
-        n_counts = ((offsets[k + 1] - offsets[k]) // 2) * 2
-        if n_counts == 0 or height == 0:
-            continue
-        x_min = np.int64(1) << 62
-        y_min = np.int64(1) << 62
-        x_max = np.int64(0)
-        y_max = np.int64(0)
-        position = np.int64(0)
-        run_x = np.int64(0)
-        for j in range(n_counts):
-            position += counts[offsets[k] + j]
-            # the first pixel of a foreground run, or the last pixel of it
-            pixel = position - (j % 2)
-            y = pixel % height
-            x = pixel // height
-            if j % 2 == 0:
-                run_x = x
-            elif run_x < x:
-                y_min = 0
-                y_max = height - 1
-            x_min = min(x_min, x)
-            x_max = max(x_max, x)
-            y_min = min(y_min, y)
-            y_max = max(y_max, y)
-        out[k, 0] = x_min
-        out[k, 1] = y_min
-        out[k, 2] = x_max - x_min + 1
-        out[k, 3] = y_max - y_min + 1
     return out
 
 
@@ -172,8 +130,8 @@ def iou_matrix(starts, ends, run_offsets, boxes, areas_, sizes, n_dt, iscrowd, s
     boxes: float64 [n, 4] pycocotools boxes (the box test decides which pairs are compared at all, as there);
     areas_: int64 [n]; sizes: int64 [n, 2] (h, w); iscrowd: bool [n_gt] (union := dt area when crowd).
     Pairs whose boxes overlap but whose sizes differ get -1, as in pycocotools.
-    shared: int64 [n_dt, n_gt] intersections from `cross_intersections` when all sizes are equal, or an
-    empty [0, 0] array to walk each compared pair instead.
+    shared: int64 [n_dt, n_gt] intersections from `_rle_sets.cross_intersections` when all sizes are equal,
+    or an empty [0, 0] array to walk each compared pair instead.
     """
     n_gt = boxes.shape[0] - n_dt
     out = np.zeros((n_dt, n_gt), np.float64)
@@ -200,75 +158,3 @@ def iou_matrix(starts, ends, run_offsets, boxes, areas_, sizes, n_dt, iscrowd, s
             union = areas_[d] if iscrowd[g] else areas_[d] + areas_[gi] - inter
             out[d, g] = inter / union
     return out
-
-
-@njit(cache=True, nogil=True)
-def _radix_sort(packed, shift):
-    """Sort non-negative int64 values by their bits [shift, shift + 33): three stable 11-bit passes."""
-    n = packed.shape[0]
-    scratch = np.empty(n, np.int64)
-    for digit_shift in (shift, shift + 11, shift + 22):
-        bucket = np.zeros(2049, np.int64)
-        for i in range(n):
-            bucket[((packed[i] >> digit_shift) & 2047) + 1] += 1
-        for d in range(2048):
-            bucket[d + 1] += bucket[d]
-        for i in range(n):
-            digit = (packed[i] >> digit_shift) & 2047
-            scratch[bucket[digit]] = packed[i]
-            bucket[digit] += 1
-        packed, scratch = scratch, packed
-    return packed
-
-
-@njit(cache=True, nogil=True)
-def cross_intersections(starts, ends, run_offsets, n_dt):
-    """int64 [n_dt, n_gt]: pixels shared by every dt mask (0..n_dt-1) and gt mask (the rest), same size.
-
-    One sweep over all interval events in position order with the sets of active dt and gt masks: when
-    mask a starts at p every active mask b of the other side gets -p, when it ends at q +q, which sums
-    to the overlap length of each pair of intervals. Cost ~ events x active masks, not pairs x runs.
-    Needs positions < 2**32 and fewer than 2**30 masks (checked by the caller).
-    """
-    n_masks = run_offsets.shape[0] - 1
-    n_gt = n_masks - n_dt
-    # event = (2 * position + is_start) << 30 | mask: one int64 sorts by position, ends before starts
-    events = np.empty(2 * starts.shape[0], np.int64)
-    for k in range(n_masks):
-        for r in range(run_offsets[k], run_offsets[k + 1]):
-            events[2 * r] = ((2 * ends[r]) << 30) | k
-            events[2 * r + 1] = ((2 * starts[r] + 1) << 30) | k
-    inter = np.zeros((n_dt, n_gt), np.int64)
-    active = np.empty(n_masks, np.int64)  # dt masks in [0, n_active_dt), gt masks after n_dt
-    slot = np.full(n_masks, -1, np.int64)
-    n_active_dt = 0
-    n_active_gt = 0
-    for event in _radix_sort(events, 30):
-        k = event & ((1 << 30) - 1)
-        position = event >> 31
-        sign = -1 if (event >> 30) & 1 else 1
-        if k < n_dt:
-            for t in range(n_active_gt):
-                inter[k, active[n_dt + t] - n_dt] += sign * position
-            if sign < 0:
-                slot[k] = n_active_dt
-                active[n_active_dt] = k
-                n_active_dt += 1
-            else:
-                n_active_dt -= 1
-                moved = active[n_active_dt]
-                active[slot[k]] = moved
-                slot[moved] = slot[k]
-        else:
-            for t in range(n_active_dt):
-                inter[active[t], k - n_dt] += sign * position
-            if sign < 0:
-                slot[k] = n_active_gt
-                active[n_dt + n_active_gt] = k
-                n_active_gt += 1
-            else:
-                n_active_gt -= 1
-                moved = active[n_dt + n_active_gt]
-                active[n_dt + slot[k]] = moved
-                slot[moved] = slot[k]
-    return inter

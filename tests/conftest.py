@@ -55,3 +55,15 @@ def street_image(tmp_path: Path) -> Path:
 
 def rng_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_clip_checkpoint: Path) -> Path:
+    """One export per test session: the golden tiny CLIP tower + SAM2.1 tiny (seeded random) graphs."""
+    from clipsam.export.build import ExportRequest, export_artifacts
+
+    out = tmp_path_factory.mktemp("artifacts")
+    export_artifacts(
+        ExportRequest(out, clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0), log=lambda _: None
+    )
+    return out

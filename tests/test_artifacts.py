@@ -1,6 +1,6 @@
 """Exported artifacts: manifest integrity, the onnxruntime runtime against the torch reference, torch-free.
 
-One export per session (golden tiny CLIP + SAM2.1 tiny with seeded random weights: the real SAM2 graphs).
+The `artifacts` fixture (conftest.py) exports once per session: golden tiny CLIP + SAM2.1 tiny, random seed 0.
 """
 
 from __future__ import annotations
@@ -24,16 +24,6 @@ from clipsam.kernels import rle as rle_codec
 
 VOCAB = ["sky", "car", "road", "tree", "grass"]
 OPTIONS = SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12)
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, tiny_clip_checkpoint):
-    from clipsam.export.build import ExportRequest, export_artifacts
-
-    out = tmp_path_factory.mktemp("artifacts")
-    request = ExportRequest(out, clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0)
-    export_artifacts(request, log=lambda line: None)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ try:  # typer >= 0.26 vendors its own click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions
 
-from clipsam.cli import commands_eval, commands_export, commands_models, commands_segment
+from clipsam.cli import commands_eval, commands_export, commands_models, commands_segment, commands_trt
 from clipsam.engine.errors import ClipsamError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ commands_segment.register(app)
 commands_models.register(app)
 commands_export.register(app)
 commands_eval.register(app)
+commands_trt.register(app)
 
 USER_ERROR_EXIT = 2
 

@@ -52,18 +52,17 @@ def export(
     if not random_weights:
         clip_checkpoint = require_checkpoint(clip_checkpoint, "sclip-vit-b16", "CLIP")
         checkpoint = require_checkpoint(checkpoint, sam_name, "SAM2")
+    # --random-weights fills in whichever model has no checkpoint given.
+    clip_random = random_weights and clip_checkpoint is None
+    sam_random = random_weights and checkpoint is None
+    queries = tuple(_queries(vocabulary or []))
     request = ExportRequest(
-        out,
-        sam_name,
-        clip_checkpoint,
-        checkpoint,
-        random_weights,
-        random_weights,
-        seed,
-        tuple(_queries(vocabulary or [])),
+        out, sam_name, clip_checkpoint, checkpoint, clip_random, sam_random, seed, queries
     )
     record = export_artifacts(request, log=lambda line: stderr.print(line))
-    stdout.print(f"wrote {out}/manifest.json ({'random weights' if random_weights else 'checkpoints'})")
+    stdout.print(
+        f"wrote {out}/manifest.json ({'random weights' if record['random_weights'] else 'checkpoints'})"
+    )
     for graph in record["graphs"].values():
         worst = max(_max_abs_values(graph["parity_max_abs"]), default=float("nan"))
         stdout.print(f"  {graph['file']}: {graph['bytes'] / 1e6:.1f} MB, worst max abs vs torch {worst:.2e}")

@@ -10,7 +10,8 @@ from clipsam.engine.manifest import Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.text_bank import TextBank
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "tensorrt")
+GRAPH_NAMES = ("sclip_tower", "sam2_encoder", "sam2_decoder")
 
 
 def pipeline_from_artifacts(
@@ -20,13 +21,7 @@ def pipeline_from_artifacts(
     if backend not in BACKENDS:
         raise ClipsamError(f"unknown artifact backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     manifest = read_manifest(directory)
-    from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
-
-    chosen = choose_providers(providers)
-    graphs = {
-        name: OrtGraph(manifest.graph_path(name), chosen)
-        for name in ("sclip_tower", "sam2_encoder", "sam2_decoder")
-    }
+    graphs = _load_graphs(manifest, backend, providers)
     sclip = GraphSclip(
         graphs["sclip_tower"],
         TextBank(manifest.text_dir),
@@ -40,12 +35,23 @@ def pipeline_from_artifacts(
     )
 
 
+def _load_graphs(manifest: Manifest, backend: str, providers: str) -> dict:
+    if backend == "tensorrt":
+        from clipsam.engine.backends.tensorrt import tensorrt_graphs
+
+        return tensorrt_graphs(manifest, GRAPH_NAMES)
+    from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
+
+    chosen = choose_providers(providers)
+    return {name: OrtGraph(manifest.graph_path(name), chosen) for name in GRAPH_NAMES}
+
+
 def _models_record(manifest: Manifest, backend: str, graphs: dict) -> dict:
     models = manifest.data["models"]
     return {
         "clip": {"name": models["sclip"]["name"], "weights": models["sclip"]["weights_id"]},
         "sam2": {"name": models["sam2"]["name"], "weights": models["sam2"]["weights_id"]},
         "backend": backend,
-        "providers": graphs["sam2_decoder"].providers,
+        "providers": getattr(graphs["sam2_decoder"], "providers", [backend]),
         "artifacts": str(manifest.directory),
     }

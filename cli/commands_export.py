@@ -125,6 +125,10 @@ def verify(
         f"{report.mask_iou.min():.5f} / {report.mask_iou.mean():.5f}",
         "report",
     )
+    if report.fast_mask_iou.size:
+        table.add_row(
+            "fast decoder mask IoU vs faithful (min)", f"{report.fast_mask_iou.min():.5f}", ">= 0.999"
+        )
     stdout.print(table)
     if report.failures:
         raise ClipsamError("verify failed: " + "; ".join(report.failures))

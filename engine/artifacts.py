@@ -6,18 +6,24 @@ from pathlib import Path
 
 from clipsam.engine.backends.ort_stages import GraphSam2, GraphSclip
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import Manifest, read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.text_bank import TextBank
 
 BACKENDS = ("onnxruntime", "tensorrt")
-GRAPH_NAMES = ("sclip_tower", "sam2_encoder", "sam2_decoder")
+DECODERS = ("auto", "fast", "faithful")
 
 
 def pipeline_from_artifacts(
-    directory: Path | str, backend: str = "onnxruntime", providers: str = "auto"
+    directory: Path | str, backend: str = "onnxruntime", providers: str = "auto", decoder: str = "auto"
 ) -> Pipeline:
-    """Load DIR's manifest, verify its graphs, and compose SCLIP + SAM2 on the chosen runtime."""
+    """Load DIR's manifest, verify its graphs, and compose SCLIP + SAM2 on the chosen runtime.
+
+    decoder: "fast" (the rewritten decoder, same function), "faithful" (sam2's structure), or "auto" (fast
+    when the artifacts have it).
+    """
+    if decoder not in DECODERS:
+        raise ClipsamError(f"unknown decoder '{decoder}'; choose one of: {', '.join(DECODERS)}")
     if backend not in BACKENDS:
         raise ClipsamError(f"unknown artifact backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     manifest = read_manifest(directory)
@@ -29,9 +35,12 @@ def pipeline_from_artifacts(
         int(manifest.graph("sclip_tower")["patch_size"]),
         export_hint=f"add them with `clipsam export-text {manifest.directory} --vocabulary WORD …`",
     )
-    sam = GraphSam2(graphs["sam2_encoder"], graphs["sam2_decoder"])
+    sam = _mask_stage(manifest, graphs, decoder)
     return Pipeline(
-        sclip, sam, models=_models_record(manifest, backend, graphs), random_weights=manifest.random_weights
+        sclip,
+        sam,
+        models=_models_record(manifest, backend, graphs, decoder),
+        random_weights=manifest.random_weights,
     )
 
 
@@ -39,19 +48,35 @@ def _load_graphs(manifest: Manifest, backend: str, providers: str) -> dict:
     if backend == "tensorrt":
         from clipsam.engine.backends.tensorrt import tensorrt_graphs
 
-        return tensorrt_graphs(manifest, GRAPH_NAMES)
+        return tensorrt_graphs(manifest, manifest.graph_names)
     from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
 
     chosen = choose_providers(providers)
-    return {name: OrtGraph(manifest.graph_path(name), chosen) for name in GRAPH_NAMES}
+    return {name: OrtGraph(manifest.graph_path(name), chosen) for name in manifest.graph_names}
 
 
-def _models_record(manifest: Manifest, backend: str, graphs: dict) -> dict:
+def _mask_stage(manifest: Manifest, graphs: dict, decoder: str):
+    has_fast = manifest.has_graphs(FAST_DECODER_GRAPHS)
+    if decoder == "fast" and not has_fast:
+        raise ClipsamError(
+            f"'{manifest.directory}' has no fast decoder graphs: re-export with `clipsam export`"
+        )
+    if decoder == "faithful" or not has_fast:
+        return GraphSam2(graphs["sam2_encoder"], graphs["sam2_decoder"])
+    from clipsam.engine.backends.ort_fast_sam2 import GraphSam2Fast
+
+    return GraphSam2Fast(graphs["sam2_encoder"], graphs["sam2_decoder_image"], graphs["sam2_fast_decoder"])
+
+
+def _models_record(manifest: Manifest, backend: str, graphs: dict, decoder: str) -> dict:
     models = manifest.data["models"]
     return {
         "clip": {"name": models["sclip"]["name"], "weights": models["sclip"]["weights_id"]},
         "sam2": {"name": models["sam2"]["name"], "weights": models["sam2"]["weights_id"]},
         "backend": backend,
         "providers": getattr(graphs["sam2_decoder"], "providers", [backend]),
+        "decoder": "fast"
+        if manifest.has_graphs(FAST_DECODER_GRAPHS) and decoder != "faithful"
+        else "faithful",
         "artifacts": str(manifest.directory),
     }

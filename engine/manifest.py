@@ -17,7 +17,8 @@ from clipsam.engine.image_io import atomic_output
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "clipsam-artifacts"
 FORMAT_VERSION = 1
-GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")
+GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")  # required
+FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: the rewritten decoder (issue 5)
 
 
 class ArtifactError(ClipsamError):
@@ -39,6 +40,14 @@ class Manifest:
 
     def graph(self, graph: str) -> dict:
         return self.data["graphs"][graph]
+
+    @property
+    def graph_names(self) -> tuple[str, ...]:
+        """Every graph the manifest lists (the required ones first)."""
+        return tuple(self.data["graphs"])
+
+    def has_graphs(self, names: tuple[str, ...]) -> bool:
+        return all(name in self.data["graphs"] for name in names)
 
     @property
     def random_weights(self) -> bool:
@@ -87,7 +96,7 @@ def read_manifest(directory: Path | str, *, check_files: bool = True) -> Manifes
     _check_format(data, path, redo)
     manifest = Manifest(directory, data)
     if check_files:
-        for graph in GRAPHS:
+        for graph in manifest.graph_names:
             _check_graph_file(manifest, graph, redo)
     return manifest
 

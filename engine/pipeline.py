@@ -94,11 +94,13 @@ class Pipeline:
         self.random_weights = random_weights
 
     @classmethod
-    def from_artifacts(cls, directory, backend: str = "onnxruntime", providers: str = "auto") -> Pipeline:
+    def from_artifacts(
+        cls, directory, backend: str = "onnxruntime", providers: str = "auto", decoder: str = "auto"
+    ) -> Pipeline:
         """The pipeline on exported graphs (see engine/artifacts.py); needs no torch."""
         from clipsam.engine.artifacts import pipeline_from_artifacts
 
-        return pipeline_from_artifacts(directory, backend, providers)
+        return pipeline_from_artifacts(directory, backend, providers, decoder)
 
     def dense_map(
         self, image: np.ndarray, vocabulary: Vocabulary, config: DenseConfig | None = None

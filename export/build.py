@@ -29,6 +29,7 @@ from clipsam.export.onnx_sam2_encoder import export_sam2_encoder
 from clipsam.export.onnx_sclip import export_sclip_tower
 from clipsam.export.onnx_utils import OPSET
 from clipsam.export.registry import DEFAULT_CLIP
+from clipsam.export.sam2_fast_decoder import FAST_GRAPH, IMAGE_GRAPH, export_sam2_fast_decoder
 from clipsam.export.sam2_model import Sam2Model, build_sam2_model
 
 TEXT_DIR = "text"
@@ -69,6 +70,7 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
         report = export(out / f"{name}.onnx")
         graphs[name] = _graph_entry(out / f"{name}.onnx", report, time.perf_counter() - start)
         log(f"exported {name}.onnx in {graphs[name]['export_seconds']:.1f} s")
+    graphs.update(_export_fast_decoder(sam, out, log))
     graphs["sclip_tower"].update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
     graphs["sam2_encoder"]["preprocessing"] = _sam2_preprocessing()
     embed_text(sclip, out / TEXT_DIR, (*DEFAULT_QUERIES, *request.queries))
@@ -95,6 +97,22 @@ def embed_text(sclip: SclipModel, text_dir: Path, queries: Sequence[str]) -> np.
 
     unique = list(dict.fromkeys(queries))
     return TextBank(text_dir).get(sclip.weights_id, unique, encode)
+
+
+def _export_fast_decoder(sam: Sam2Model, out: Path, log) -> dict:
+    """The rewritten decoder (per-image graph + per-prompt graph; equal to sam2's decoder to ~2e-6)."""
+    start = time.perf_counter()
+    report = export_sam2_fast_decoder(sam, out)
+    seconds = time.perf_counter() - start
+    entries = {}
+    for name, key, filename in (
+        ("sam2_decoder_image", "image", IMAGE_GRAPH),
+        ("sam2_fast_decoder", "decoder", FAST_GRAPH),
+    ):
+        part = {**report[key], "parity": report["parity"]}
+        entries[name] = _graph_entry(out / filename, part, seconds)
+    log(f"exported {IMAGE_GRAPH} + {FAST_GRAPH} in {seconds:.1f} s")
+    return entries
 
 
 def _graph_entry(path: Path, report: dict, seconds: float) -> dict:

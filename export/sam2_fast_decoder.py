@@ -5,12 +5,13 @@ Two graphs replace the faithful `sam2_decoder.onnx` (export/onnx_sam2_decoder.py
 `sam2_decoder_image.onnx`, run ONCE per image after the encoder (inputs: the encoder's `image_embed`
 [1, 256, 64, 64], `high_res_feats_0` [1, 32, 256, 256], `high_res_feats_1` [1, 64, 128, 128]) → the
 prompt-independent part of the decoder, N = 64·64 pixels in row-major order, H = 8 heads of d = 16:
-- `image_src` [1, N, 256]: image_embed + no_mask_embed, channel-last (the `keys` before transformer layer 0).
+- `image_src` [1, N, 256]: image_embed + no_mask_embed (the `keys` before transformer layer 0), channel-last,
+  plus layer 0's image→token out_proj bias (the residual that attention's output is added to).
 - `layer0_keys` [1, H, d, N], `layer0_values` [1, H, N, d]: layer 0 token→image k_proj(src + PE), v_proj(src).
 - `layer0_queries` [1, H, N, d]: layer 0 image→token q_proj(src + PE).
 - `high_res_s1` [1, N, 256] = feat_s1 as (row i, col j) × (sub-row a, sub-col b, channel) of each 2×2 block
   and `high_res_s0` [1, 4N, 128] = feat_s0 as (i, j, a, b) × (a', b', channel): the layouts the channel-last
-  upscaling below produces, so no per-prompt map is ever transposed.
+  upscaling below produces, so no per-prompt map is ever transposed; each holds its transposed conv's bias.
 A separate graph rather than extra encoder outputs: the encoder artifact stays the one the faithful decoder
 reads (both decoders run from the same encoder), and this 0.8 GFLOP step depends on decoder weights only.
 
@@ -88,6 +89,10 @@ class Sam2DecoderImage(nn.Module):
         )
         self.heads = layer0.cross_attn_token_to_image.num_heads
         self.no_mask = self.faithful.prompt_encoder.no_mask_embed.weight  # [1, C]
+        upconv_1, _, _, upconv_2, _ = self.faithful.mask_decoder.output_upscaling
+        with torch.no_grad():  # each bias once per (a, b) column block; a constant, not a Tile op
+            self.register_buffer("up_1_bias", upconv_1.bias.repeat(4).clone(), persistent=False)
+            self.register_buffer("up_2_bias", upconv_2.bias.repeat(4).clone(), persistent=False)
 
     def forward(self, image_embed, high_res_feats_0, high_res_feats_1):
         src = image_embed.flatten(2).transpose(1, 2) + self.no_mask  # [1, N, C]
@@ -95,7 +100,11 @@ class Sam2DecoderImage(nn.Module):
         keys = _heads(self.token_to_image.k_proj(src_pe), self.heads).transpose(-1, -2)  # [1, H, d, N]
         values = _heads(self.token_to_image.v_proj(src), self.heads)  # [1, H, N, d]
         queries = _heads(self.image_to_token.q_proj(src_pe), self.heads)  # [1, H, N, d]
-        return src, keys, values, queries, _blocks(high_res_feats_1, 1), _blocks(high_res_feats_0, 2)
+        # Biases that every prompt would add to a per-prompt map, added once here instead.
+        residual = src + self.image_to_token.out_proj.bias
+        high_res_s1 = _blocks(high_res_feats_1, 1) + self.up_1_bias
+        high_res_s0 = _blocks(high_res_feats_0, 2) + self.up_2_bias
+        return residual, keys, values, queries, high_res_s1, high_res_s0
 
 
 def _blocks(feature: torch.Tensor, levels: int) -> torch.Tensor:
@@ -148,7 +157,6 @@ class Sam2FastDecoder(nn.Module):
         for name, conv in (("up_1", upconv_1), ("up_2", upconv_2)):
             weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.weight.shape[0], -1)
             self.register_buffer(f"{name}_weight", weight.clone(), persistent=False)
-            self.register_buffer(f"{name}_bias", conv.bias.repeat(4).clone(), persistent=False)
         self.norm_1 = norm_1
 
     def forward(
@@ -208,7 +216,7 @@ class Sam2FastDecoder(nn.Module):
         weights = scores.softmax(-1).flatten(2)  # [B, N, H·T]
         mask_to_src = self.mask_to_src.expand(tokens.shape[0], -1, -1)  # [B, 17, C]
         values = torch.cat([self._token_values(attn, queries), mask_to_src], 1)  # [B, H·T + 17, C]
-        pixels = src + torch.cat([weights, mask_feats], 2) @ values + attn.out_proj.bias
+        pixels = src + torch.cat([weights, mask_feats], 2) @ values  # out_proj's bias is in image_src
         return queries, layer.norm4(pixels)
 
     def _later_layers(self, queries, pixels, tokens):
@@ -227,8 +235,9 @@ class Sam2FastDecoder(nn.Module):
             bias = (k * attn.q_proj.bias.reshape(self.heads, 1, -1)).sum(-1).flatten(1)  # [B, H·T]
             scores = pixels_pe @ folded_keys.transpose(1, 2) + bias.unsqueeze(1)  # [B, N, H·T]
             weights = scores.unflatten(-1, (self.heads, -1)).softmax(-1).flatten(2)
-            out = weights @ self._token_values(attn, queries) + attn.out_proj.bias
-            pixels = layer.norm4(pixels + out)
+            # Each head's weights sum to 1 over the tokens, so b_o / H on every value row adds b_o.
+            values = self._token_values(attn, queries) + attn.out_proj.bias / self.heads
+            pixels = layer.norm4(pixels + weights @ values)
         final = self.transformer.final_attn_token_to_image
         out = self._token_to_image(final, queries + tokens, pixels, pixels + self.pixel_pe)
         return self.transformer.norm_final_attn(queries + out), pixels
@@ -256,9 +265,9 @@ class Sam2FastDecoder(nn.Module):
         The transposed convs are matmuls to (a, b, channel) columns; rows stay (i, j, a, b, …) until one
         pixel shuffle of the 4-channel logits at the end."""
         count, channels = pixels.shape[0], self.norm_1.weight.shape[0]
-        up = (pixels @ self.up_1_weight + self.up_1_bias + high_res_s1).reshape(count, -1, channels)
+        up = (pixels @ self.up_1_weight + high_res_s1).reshape(count, -1, channels)  # s1, s0 hold the biases
         up = nn.functional.layer_norm(up, (channels,), self.norm_1.weight, self.norm_1.bias, self.norm_1.eps)
-        up = nn.functional.gelu(up) @ self.up_2_weight + self.up_2_bias + high_res_s0  # [B, 4N, (a', b', c)]
+        up = nn.functional.gelu(up) @ self.up_2_weight + high_res_s0  # [B, 4N, (a', b', c)]
         up = nn.functional.gelu(up.reshape(count, -1, hyper.shape[2]))  # [B, 16N, C/8]
         logits = (up @ hyper.transpose(1, 2)).reshape(count, 64, 64, 2, 2, 2, 2, hyper.shape[1])
         return logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(count, hyper.shape[1], 256, 256)

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from clipsam.engine.manifest import GRAPHS, read_manifest
+from clipsam.engine.manifest import read_manifest
 from clipsam.export.onnx_utils import FORBIDDEN_OPS, op_census
 
 MIN_OPSET, MAX_OPSET = 9, 20
@@ -146,7 +146,7 @@ class ReadinessReport:
 def check_artifacts(directory: Path | str, profiles: dict[str, DimRange] | None = None) -> ReadinessReport:
     """Check every graph listed in DIR/manifest.json (the manifest and file digests are verified first)."""
     manifest = read_manifest(directory)
-    reports = [check_graph(manifest.graph_path(name), name, profiles) for name in GRAPHS]
+    reports = [check_graph(manifest.graph_path(name), name, profiles) for name in manifest.graph_names]
     return ReadinessReport(manifest.directory, reports)
 
 

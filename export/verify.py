@@ -20,16 +20,19 @@ from clipsam.export.sam2_model import Sam2Model, build_sam2_model
 
 TOLERANCE_MAX_ABS = 1e-4
 TOLERANCE_AGREEMENT = 0.9999
+TOLERANCE_FAST_IOU = 0.999
 
 
 @dataclass
 class VerifyReport:
     """max_abs: output name → max abs error; agreement: low-res mask sign agreement per prompt [B];
-    mask_iou: full-resolution mask IoU per prompt [B]."""
+    mask_iou: full-resolution mask IoU per prompt [B]; fast_mask_iou: the rewritten decoder's masks against
+    the faithful graph's, per prompt (empty when the artifacts have no fast decoder)."""
 
     max_abs: dict[str, float] = field(default_factory=dict)
     agreement: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mask_iou: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fast_mask_iou: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def failures(self) -> list[str]:
@@ -40,6 +43,8 @@ class VerifyReport:
         ]
         if self.agreement.size and self.agreement.min() < TOLERANCE_AGREEMENT:
             bad.append(f"mask sign agreement {self.agreement.min():.6f} < {TOLERANCE_AGREEMENT}")
+        if self.fast_mask_iou.size and self.fast_mask_iou.min() < TOLERANCE_FAST_IOU:
+            bad.append(f"fast decoder mask IoU {self.fast_mask_iou.min():.5f} < {TOLERANCE_FAST_IOU}")
         return bad
 
 

@@ -9,7 +9,7 @@ import torch
 
 from clipsam.engine.backends.torch_sclip import TorchSclip
 from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
-from clipsam.engine.manifest import read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, read_manifest
 from clipsam.engine.pipeline import Pipeline, default_dense_config, vocabulary_from_words
 from clipsam.engine.text_bank import TextBank
 from clipsam.engine.types import Prompts
@@ -30,15 +30,34 @@ def verify_artifacts(
     """Compare DIR's graphs (onnxruntime) with the torch modules they were exported from."""
     manifest = read_manifest(directory)
     sclip, sam = torch_models_for(manifest, clip_checkpoint=clip_checkpoint, sam_checkpoint=sam_checkpoint)
-    runtime = Pipeline.from_artifacts(directory)
+    runtime = Pipeline.from_artifacts(directory, decoder="faithful")
     report = VerifyReport()
     rng = np.random.default_rng(seed)
     _random_sclip(report, sclip, runtime, rng)
-    _random_sam2(report, sam, runtime, rng)
+    expected_features, prompts, reference = _random_sam2(report, sam, runtime, rng)
     picture = demo_scene() if image is None else image
     _image_sclip(report, sclip, runtime, picture, Path(directory))
     _image_sam2(report, sam, runtime, picture, prompt_count, rng)
+    if manifest.has_graphs(FAST_DECODER_GRAPHS):
+        fast = Pipeline.from_artifacts(directory, decoder="fast").mask_backend
+        image_tensors = fast.image_graph.run(expected_features)
+        outputs = fast.decoder.run({**image_tensors, **prompts})
+        for name, value in reference.items():
+            report.max_abs[f"sam2_fast_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
+        _image_fast_masks(report, runtime, fast, picture, prompt_count, rng)
     return report
+
+
+def _image_fast_masks(
+    report: VerifyReport, runtime: Pipeline, fast, image: np.ndarray, count: int, rng
+) -> None:
+    """The fast decoder's final masks against the faithful graph's, per prompt, on the real image."""
+    height, width = image.shape[:2]
+    points = np.stack([rng.integers(0, width, count), rng.integers(0, height, count)], axis=1)
+    prompts = _point_prompts(points.astype(np.float32))
+    fast.set_image(image)
+    faithful = runtime.mask_backend.predict(prompts).masks
+    report.fast_mask_iou = mask_iou(fast.predict(prompts).masks, faithful)
 
 
 def _random_sclip(report: VerifyReport, sclip, runtime: Pipeline, rng: np.random.Generator) -> None:
@@ -72,6 +91,7 @@ def _random_sam2(report: VerifyReport, sam, runtime: Pipeline, rng: np.random.Ge
     outputs = runtime.mask_backend.decoder.run(feeds)
     for name, value in reference.items():
         report.max_abs[f"sam2_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
+    return expected, prompts, reference
 
 
 def _image_sclip(report: VerifyReport, sclip, runtime: Pipeline, image: np.ndarray, directory: Path) -> None:

@@ -89,6 +89,7 @@ def test_onnxruntime_segments_equal_torch_reference(artifacts, image, tiny_clip_
         iou = (mine & theirs).sum() / max((mine | theirs).sum(), 1)
         assert iou >= 0.999
     assert ours.models["backend"] == "onnxruntime" and "CPUExecutionProvider" in ours.models["providers"]
+    assert ours.models["decoder"] == "fast"
 
 
 def test_runtime_works_without_torch(artifacts, image, tmp_path):
@@ -127,4 +128,6 @@ def test_verify_passes_on_fresh_export(artifacts, tiny_clip_checkpoint):
     report = verify_artifacts(artifacts, clip_checkpoint=tiny_clip_checkpoint, prompt_count=6)
     assert report.failures == []
     assert report.mask_iou.min() >= 0.999 and report.agreement.min() >= 0.9999
+    assert report.fast_mask_iou.size == 6 and report.fast_mask_iou.min() >= 0.999
+    assert report.max_abs["sam2_fast_decoder.low_res_masks (random prompts)"] <= 1e-4
     assert any("from uint8" in name for name in report.max_abs)

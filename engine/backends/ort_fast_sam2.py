@@ -1,4 +1,4 @@
-"""SAM2 on the rewritten decoder (export/sam2_fast_decoder.py): encoder, per-image decoder graph, fast decoder.
+"""SAM2 on the rewritten decoder (export/sam2_fast_decoder.py): encoder, per-image graph, fast decoder.
 
 Same API and the same masks as `GraphSam2` (engine/backends/ort_stages.py), which it extends: only what the
 decoder is fed changes. After the encoder, `sam2_decoder_image.onnx` runs once per image and turns the

@@ -14,7 +14,14 @@ try:  # typer >= 0.26 vendors its own click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions
 
-from clipsam.cli import commands_eval, commands_export, commands_models, commands_segment, commands_trt
+from clipsam.cli import (
+    commands_bench,
+    commands_eval,
+    commands_export,
+    commands_models,
+    commands_segment,
+    commands_trt,
+)
 from clipsam.engine.errors import ClipsamError
 
 app = typer.Typer(
@@ -30,6 +37,7 @@ commands_models.register(app)
 commands_export.register(app)
 commands_eval.register(app)
 commands_trt.register(app)
+commands_bench.register(app)
 
 USER_ERROR_EXIT = 2
 

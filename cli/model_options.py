@@ -10,7 +10,7 @@ from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 
 __all__ = ["ModelChoice", "get_model"]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 def check_backend(backend: str, artifacts: Path | None = None) -> None:

@@ -10,7 +10,7 @@ from clipsam.engine.manifest import FAST_DECODER_GRAPHS, Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.text_bank import TextBank
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 DECODERS = ("auto", "fast", "faithful")
 
 
@@ -49,6 +49,11 @@ def _load_graphs(manifest: Manifest, backend: str, providers: str) -> dict:
         from clipsam.engine.backends.tensorrt import tensorrt_graphs
 
         return tensorrt_graphs(manifest, manifest.graph_names)
+    if backend == "openvino":
+        from clipsam.engine.backends.openvino import OvGraph
+
+        # fp32 (exact); bf16 is the fast mode on AMX / AVX512_BF16 CPUs, not wired into the CLI yet (issue 5).
+        return {name: OvGraph(manifest.graph_path(name), "fp32") for name in manifest.graph_names}
     from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
 
     chosen = choose_providers(providers)

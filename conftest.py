@@ -1,0 +1,52 @@
+"""Fixtures shared by tests/ and benchmarks/. Nothing here touches the network; caches go to a per-session
+temp folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+GOLDEN_DIR = REPO.parent / "shared" / "golden" / "sclip"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Text-feature cache and checkpoint folder private to the test session (no checkpoint is ever found)."""
+    previous = {key: os.environ.get(key) for key in ("CLIPSAM_CACHE_DIR", "CLIPSAM_CHECKPOINT_DIR")}
+    os.environ["CLIPSAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("clipsam-cache"))
+    os.environ["CLIPSAM_CHECKPOINT_DIR"] = str(tmp_path_factory.mktemp("clipsam-checkpoints"))
+    yield
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    if not (GOLDEN_DIR / "sclip_golden_outputs.npz").is_file():
+        pytest.fail(
+            f"golden SCLIP outputs not found at {GOLDEN_DIR} (shared/ must sit beside the repository)"
+        )
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(golden_dir: Path) -> Path:
+    """The golden set's tiny OpenAI-format CLIP (embed 64, width 128, 3 layers)."""
+    return golden_dir / "sclip_tiny_openai_format.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_clip_checkpoint: Path) -> Path:
+    """One export per session: the golden tiny CLIP tower + SAM2.1 tiny (seeded random) graphs."""
+    from clipsam.export.build import ExportRequest, export_artifacts
+
+    out = tmp_path_factory.mktemp("artifacts")
+    request = ExportRequest(out, clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0)
+    export_artifacts(request, log=lambda _: None)
+    return out

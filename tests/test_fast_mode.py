@@ -1,0 +1,141 @@
+"""The fast mode against fp32 onnxruntime on the exported graphs (golden tiny CLIP tower, SAM2.1 tiny seeded
+random weights): the OpenVINO backend at this CPU's fast precision and int8 copies from export/quantize.py.
+
+Tolerances: OpenVINO fp32 equals onnxruntime fp32 to ≤ 1e-4 max abs (measured ~4e-7); OpenVINO bf16 (only
+where the CPU runs bf16 natively) to ≤ 5e-2 on the unit-norm SCLIP features; every SAM2 mask keeps IoU ≥ 0.99
+against the fp32 mask of the same prompt, also with the int8 (U8U8 dynamic) encoder copy; int8 decoder logits
+stay within 0.05 of fp32 (the decoder is not quantised in the fast mode: IoU fell to 0.983 at B=64).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsam.engine.backends.base import Backend
+from clipsam.engine.backends.onnxruntime import OrtGraph
+from clipsam.engine.backends.openvino import OvGraph, cpu_capabilities, fast_precision
+from clipsam.engine.backends.ort_stages import GraphSam2
+from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.errors import ClipsamError
+from clipsam.engine.types import Prompts
+
+FEATURE_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+MIN_MASK_IOU = 0.99
+INT8_LOGIT_TOLERANCE = 0.05
+IMAGE_HW = (96, 128)
+PROMPT_COUNT = 12
+
+
+def _point_prompts(count: int, height: int, width: int, seed: int = 0) -> Prompts:
+    """`count` single positive clicks spread over an image of height × width (image frame, pixels)."""
+    rng = np.random.default_rng(seed)
+    coords = np.stack([rng.uniform(0, width, count), rng.uniform(0, height, count)], axis=1)
+    coords = coords[:, None, :].astype(np.float32)  # [B, 1, 2] (x, y)
+    boxes = np.concatenate([coords[:, 0] - 8, coords[:, 0] + 8], axis=1).astype(np.float32)
+    return Prompts(
+        coords=coords,
+        labels=np.ones((count, 1), np.int32),
+        class_ids=np.zeros(count, np.int32),
+        scores=np.ones(count, np.float32),
+        boxes=boxes,
+        areas=np.ones(count, np.int64),
+    )
+
+
+def _mask_ious(ours: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """bool [B, H, W] twice → float [B] IoU per mask (1 where both are empty)."""
+    intersection = (ours & expected).sum(axis=(1, 2))
+    union = (ours | expected).sum(axis=(1, 2))
+    return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+
+
+@pytest.fixture(scope="module")
+def sam_masks_fp32(artifacts: Path):
+    """fp32 onnxruntime masks of the demo scene for the test prompts: bool [B, H, W]."""
+    sam = GraphSam2(OrtGraph(artifacts / "sam2_encoder.onnx"), OrtGraph(artifacts / "sam2_decoder.onnx"))
+    sam.set_image(demo_scene(*IMAGE_HW))
+    return sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW))
+
+
+def test_openvino_graph_follows_the_backend_protocol(artifacts):
+    ours: Backend = OvGraph(artifacts / "sam2_decoder.onnx")
+    reference = OrtGraph(artifacts / "sam2_decoder.onnx")
+    for mine, theirs in (
+        (ours.input_specs, reference.input_specs),
+        (ours.output_specs, reference.output_specs),
+    ):
+        assert [(s.name, s.dtype) for s in mine] == [(s.name, s.dtype) for s in theirs]
+        # Static dims agree; symbolic ones are strings on both sides (OpenVINO names them by position).
+        for spec_ours, spec_ref in zip(mine, theirs, strict=True):
+            assert len(spec_ours.shape) == len(spec_ref.shape)
+            for dim_ours, dim_ref in zip(spec_ours.shape, spec_ref.shape, strict=True):
+                assert type(dim_ours) is type(dim_ref) and (isinstance(dim_ours, str) or dim_ours == dim_ref)
+    assert ours.providers == ["OpenVINO CPU (f32)"]
+
+
+def test_unknown_or_unsupported_precision_fails_loudly(artifacts):
+    with pytest.raises(ClipsamError, match="unknown precision"):
+        OvGraph(artifacts / "sam2_decoder.onnx", precision="fp8")
+    if "BF16" in cpu_capabilities():
+        assert OvGraph(artifacts / "sam2_decoder.onnx", precision="bf16").precision == "bf16"
+        assert fast_precision() == "bf16"
+    else:
+        with pytest.raises(ClipsamError, match="no native bf16"):
+            OvGraph(artifacts / "sam2_decoder.onnx", precision="bf16")
+        assert fast_precision() == "fp32"
+
+
+def test_fast_sclip_tower_matches_fp32(artifacts):
+    precision = fast_precision()
+    crops = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    expected = OrtGraph(artifacts / "sclip_tower.onnx").run({"crops": crops})["patch_features"]
+    ours = OvGraph(artifacts / "sclip_tower.onnx", precision).run({"crops": crops})["patch_features"]
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    assert np.abs(ours - expected).max() <= FEATURE_TOLERANCE[precision]
+
+
+def test_fast_sam2_masks_keep_iou_per_prompt(artifacts, sam_masks_fp32):
+    precision = fast_precision()
+    sam = GraphSam2(
+        OvGraph(artifacts / "sam2_encoder.onnx", precision),
+        OvGraph(artifacts / "sam2_decoder.onnx", precision),
+    )
+    sam.set_image(demo_scene(*IMAGE_HW))
+    ours = sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW))
+    ious = _mask_ious(ours.masks, sam_masks_fp32.masks)
+    assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
+    np.testing.assert_allclose(ours.iou, sam_masks_fp32.iou, atol=FEATURE_TOLERANCE[precision])
+
+
+def test_int8_decoder_copy_is_written_and_close(artifacts, tmp_path):
+    from clipsam.engine.manifest import file_digest
+    from clipsam.export.onnx_sam2_decoder import random_features, random_prompts
+    from clipsam.export.quantize import quantize_artifact_graph
+
+    shutil.copy(artifacts / "sam2_decoder.onnx", tmp_path / "sam2_decoder.onnx")
+    feeds = {**random_features(seed=0), **random_prompts(4, 3, seed=1)}
+    entry = quantize_artifact_graph(tmp_path, "sam2_decoder", feeds)
+    target = tmp_path / "sam2_decoder.int8.onnx"
+    assert entry["file"] == target.name and entry["sha256"] == file_digest(target)
+    assert entry["bytes"] == target.stat().st_size < (tmp_path / "sam2_decoder.onnx").stat().st_size
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp file left behind"
+    parity = entry["parity_max_abs"]
+    assert set(parity) == {"low_res_masks", "iou_predictions", "object_score_logits"}
+    assert 0.0 < parity["low_res_masks"] <= INT8_LOGIT_TOLERANCE
+
+
+def test_int8_encoder_keeps_mask_iou_per_prompt(artifacts, sam_masks_fp32, tmp_path):
+    """The int8 (U8U8) SAM2 encoder copy with the fp32 decoder: every mask keeps IoU ≥ 0.99 vs fp32."""
+    from clipsam.export.quantize import quantize_graph
+
+    encoder = quantize_graph(
+        artifacts / "sam2_encoder.onnx", tmp_path / "sam2_encoder.int8.onnx", unsigned_weights=True
+    )
+    sam = GraphSam2(OrtGraph(encoder), OrtGraph(artifacts / "sam2_decoder.onnx"))
+    sam.set_image(demo_scene(*IMAGE_HW))
+    ious = _mask_ious(sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW)).masks, sam_masks_fp32.masks)
+    assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"

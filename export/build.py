@@ -27,7 +27,7 @@ from clipsam.export.clip_model import SclipModel, load_sclip
 from clipsam.export.onnx_sam2_decoder import export_sam2_decoder
 from clipsam.export.onnx_sam2_encoder import export_sam2_encoder
 from clipsam.export.onnx_sclip import export_sclip_tower
-from clipsam.export.onnx_utils import OPSET
+from clipsam.export.onnx_utils import OPSET, io_specs, pin_output_dims_by_running
 from clipsam.export.registry import DEFAULT_CLIP
 from clipsam.export.sam2_fast_decoder import FAST_GRAPH, IMAGE_GRAPH, export_sam2_fast_decoder
 from clipsam.export.sam2_model import Sam2Model, build_sam2_model
@@ -103,6 +103,8 @@ def _export_fast_decoder(sam: Sam2Model, out: Path, log) -> dict:
     """The rewritten decoder (per-image graph + per-prompt graph; equal to sam2's decoder to ~2e-6)."""
     start = time.perf_counter()
     report = export_sam2_fast_decoder(sam, out)
+    pin_output_dims_by_running(out / IMAGE_GRAPH)  # all its inputs are static; TensorRT needs static outputs
+    report["image"] = {**report["image"], **io_specs(out / IMAGE_GRAPH)}
     seconds = time.perf_counter() - start
     entries = {}
     for name, key, filename in (

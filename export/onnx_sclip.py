@@ -8,14 +8,11 @@ embedding of the exported crop size as a constant: the crop size is fixed at exp
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,30 +102,6 @@ class SclipTowerGraph(nn.Module):
         return features / norms.clamp_min(1e-12)  # F.normalize, without its Shape/Expand pair
 
 
-def pin_static_output_dims(path: Path | str) -> None:
-    """Give the graph outputs the static sizes ONNX shape inference proves, in place (atomic).
-
-    With a symbolic batch, torch's exporter names every output dim it could not follow through the -1
-    reshapes ("Divpatch_features_dim_1") although L and D are constants; ONNX's own inference resolves them.
-    """
-    path = Path(path)
-    model = onnx.load(str(path))
-    inferred = onnx.shape_inference.infer_shapes(model)
-    for declared, resolved in zip(model.graph.output, inferred.graph.output, strict=True):
-        pairs = zip(declared.type.tensor_type.shape.dim, resolved.type.tensor_type.shape.dim, strict=True)
-        for dim, known in pairs:
-            if known.HasField("dim_value"):
-                dim.dim_value = known.dim_value  # clears the placeholder dim_param (a oneof)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        onnx.save(model, tmp_name)
-        onnx.checker.check_model(tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-
-
 def measure_sclip_parity(
     model: SclipModel, path: Path | str, crop: int, crop_counts: tuple[int, ...] = PARITY_CROP_COUNTS
 ) -> dict[str, float]:
@@ -167,7 +140,6 @@ def export_sclip_tower(model: SclipModel, path: Path, *, crop: int = 224) -> dic
         output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
     )
-    pin_static_output_dims(path)
     export_seconds = time.perf_counter() - started
     census = op_census(path)
     return {

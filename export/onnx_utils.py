@@ -63,12 +63,50 @@ def export_onnx(
                 opset_version=opset,
                 do_constant_folding=True,
             )
+        pin_static_output_dims(tmp_name)
         onnx.checker.check_model(tmp_name)
         os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; artifacts are shared read-only files
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
     return path
+
+
+def pin_static_output_dims(path: Path | str) -> None:
+    """Give the graph outputs the static sizes ONNX shape inference proves, in place.
+
+    With a symbolic batch (or after some reshapes) torch's exporter names output dims it could not follow
+    ("Addhigh_res_s1_dim_0") although they are constants; TensorRT profiles and the manifest need the numbers.
+    """
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for declared, resolved in zip(model.graph.output, inferred.graph.output, strict=True):
+        pairs = zip(declared.type.tensor_type.shape.dim, resolved.type.tensor_type.shape.dim, strict=True)
+        for dim, known in pairs:
+            if known.HasField("dim_value"):
+                dim.dim_value = known.dim_value  # clears the placeholder dim_param (a oneof)
+    onnx.save(model, str(path))
+
+
+def pin_output_dims_by_running(path: Path | str) -> None:
+    """For a graph whose inputs are all static: write the output shapes observed in one onnxruntime run on
+    zeros into the graph, in place (for dims torch's exporter and ONNX inference both leave symbolic)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for node in session.get_inputs():
+        if not all(isinstance(dim, int) for dim in node.shape):
+            raise ValueError(f"{path}: input {node.name} has a dynamic shape {node.shape}")
+        dtype = np.int32 if node.type == "tensor(int32)" else np.float32
+        feeds[node.name] = np.zeros(node.shape, dtype)
+    outputs = session.run(None, feeds)
+    for declared, value in zip(model.graph.output, outputs, strict=True):
+        for dim, size in zip(declared.type.tensor_type.shape.dim, value.shape, strict=True):
+            dim.dim_value = int(size)
+    onnx.save(model, str(path))
 
 
 def op_census(model: onnx.ModelProto | Path | str) -> dict[str, int]:

@@ -21,7 +21,7 @@ from clipsam.engine.backends.tensorrt import (
     choose_profile,
 )
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import GRAPHS, read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, read_manifest
 from clipsam.export.onnx_utils import export_onnx
 from clipsam.export.trt_build import build_engines, fp32_scopes, keeps_fp32, profile_shapes
 from clipsam.export.trt_readiness import TRT_PROFILES, check_artifacts, check_graph
@@ -30,7 +30,7 @@ from clipsam.export.trt_readiness import TRT_PROFILES, check_artifacts, check_gr
 def test_exported_graphs_are_tensorrt_ready(artifacts):
     report = check_artifacts(artifacts)
     print(report.text())
-    assert [graph.name for graph in report.graphs] == list(GRAPHS)
+    assert [graph.name for graph in report.graphs] == [*GRAPHS, *FAST_DECODER_GRAPHS]
     assert report.ready, report.text()
     text = report.text()
     assert (

@@ -166,6 +166,23 @@ def counts_to_strings(counts, offsets):
     return chars[:p], char_offsets
 
 
+@njit(cache=True, nogil=True, inline="always")
+def read_count(chars, p, end):
+    """One signed 5-bits-per-char value of pycocotools' string code starting at chars[p]: (value, next p)."""
+    value = np.int64(0)
+    shift = 0
+    more = True
+    while more and p < end:
+        c = np.int64(chars[p]) - 48
+        value |= (c & 0x1F) << shift
+        more = (c & 0x20) != 0
+        p += 1
+        shift += 5
+        if not more and (c & 0x10):
+            value |= np.int64(-1) << shift
+    return value, p
+
+
 @njit(cache=True, nogil=True)
 def strings_to_counts(chars, char_offsets):
     """Inverse of `counts_to_strings`. Returns (counts uint32, offsets int64 [n + 1])."""
@@ -178,17 +195,7 @@ def strings_to_counts(chars, char_offsets):
         end = char_offsets[k + 1]
         first = m
         while p < end:
-            value = np.int64(0)
-            shift = 0
-            more = True
-            while more and p < end:
-                c = np.int64(chars[p]) - 48
-                value |= (c & 0x1F) << shift
-                more = (c & 0x20) != 0
-                p += 1
-                shift += 5
-                if not more and (c & 0x10):
-                    value |= np.int64(-1) << shift
+            value, p = read_count(chars, p, end)
             if m - first > 2:
                 value += np.int64(counts[m - 2])
             counts[m] = np.uint32(value & 0xFFFFFFFF)

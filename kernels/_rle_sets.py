@@ -8,6 +8,7 @@ decodes the compressed strings straight into position-sorted interval events and
 import numpy as np
 from numba import njit
 
+from ._rle_codec import read_count
 from ._rle_ops import intersection
 
 
@@ -249,17 +250,7 @@ def iou_inputs(chars, char_offsets, height, width, mask_bits):
         area = np.int64(0)
         _box_start(box, width, height)
         while p < end:
-            value = np.int64(0)
-            shift = 0
-            more = True
-            while more and p < end:
-                c = np.int64(chars[p]) - 48
-                value |= (c & 0x1F) << shift
-                more = (c & 0x20) != 0
-                p += 1
-                shift += 5
-                if not more and (c & 0x10):
-                    value |= np.int64(-1) << shift
+            value, p = read_count(chars, p, end)
             if j > 2:
                 value += before_last
             count = value & _UINT32

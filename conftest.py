@@ -50,3 +50,19 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_clip_checkpoin
     request = ExportRequest(out, clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0)
     export_artifacts(request, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_artifacts` plus the int8 graphs of `clipsam export --int8` (graphs linked, manifest copied)."""
+    from clipsam.engine.manifest import MANIFEST_NAME
+    from clipsam.export.quantize import add_int8_graphs
+
+    folder = tmp_path_factory.mktemp("int8-artifacts")
+    for path in tiny_artifacts.iterdir():
+        if path.name == MANIFEST_NAME:
+            (folder / path.name).write_bytes(path.read_bytes())
+        else:
+            (folder / path.name).symlink_to(path)
+    add_int8_graphs(folder, log=lambda _: None)
+    return folder

@@ -8,8 +8,8 @@ graphs by a fixed encoder) and all include best-of-3 selection and upsampling to
 faithful graph are timed by hand just before each of its rounds (median of the warm rounds); ms per prompt,
 achieved GFLOP/s (3.56 GFLOP per prompt, the faithful decoder's count), ratios and parity go to extra_info.
 With --benchmark-disable (the default test run) each body runs once on 2 prompts as a correctness check;
-`pytest benchmarks/bench_decoder.py --benchmark-enable` measures B = 1, 16, 128 and asserts issue 5's floor
-(fast ≥ 3× the torch loop) at 128 prompts.
+`pytest benchmarks/bench_decoder.py --benchmark-enable` measures B = 1, 16, 128, 512 (512: one round) and
+asserts issue 5's floor (fast ≥ 3× the torch loop) at 128 prompts.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from clipsam.engine.types import Prompts
 HEIGHT, WIDTH = 480, 640
 FAITHFUL_GFLOP_PER_PROMPT = 3.56
 FLOOR_PROMPTS, FLOOR_RATIO = 128, 3.0
+# Fast mode (issue 5): ×6. Its decoder is this same fp32 graph (an int8 decoder cut mask IoU to 0.983),
+# so the fast-mode figure is the exact one, checked against ×6 in its own test below.
+FAST_MODE_FLOOR_RATIO = 6.0
+MEASURED: dict[str, float] = {}  # "fast vs torch loop" at FLOOR_PROMPTS, for the fast-mode floor
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +51,21 @@ def paths(tmp_path_factory):
     reference.set_image(image)
     encoder = PredictorFeatures(reference)
     cpu = ["CPUExecutionProvider"]
-    faithful = GraphSam2(encoder, OrtGraph(folder / "sam2_decoder.onnx", cpu))
-    fast = GraphSam2Fast(encoder, OrtGraph(folder / IMAGE_GRAPH, cpu), OrtGraph(folder / FAST_GRAPH, cpu))
+    faithful_decoder = OrtGraph(folder / "sam2_decoder.onnx", cpu)
+    fast_decoder, image_graph = OrtGraph(folder / FAST_GRAPH, cpu), OrtGraph(folder / IMAGE_GRAPH, cpu)
+    faithful = GraphSam2(encoder, faithful_decoder, **_as_runtime(faithful_decoder))
+    fast = GraphSam2Fast(encoder, image_graph, fast_decoder, **_as_runtime(fast_decoder))
     faithful.set_image(image)
     fast.set_image(image)
     return {"torch loop": reference, "faithful onnx": faithful, "fast onnx": fast}
+
+
+def _as_runtime(decoder) -> dict:
+    """Chunking as Pipeline.from_artifacts sets it: single-threaded workers per core on a multi-core CPU."""
+    from clipsam.engine.artifacts import WORKER_CHUNK_SIZE, cpu_decoder_workers
+
+    workers = cpu_decoder_workers(decoder)
+    return {"chunk_size": WORKER_CHUNK_SIZE, "workers": workers} if workers else {}
 
 
 class PredictorFeatures:
@@ -106,7 +120,7 @@ def _low_res_parity(faithful, fast, prompts: Prompts) -> float:
 
 
 @pytest.mark.benchmark(group="sam2-decoder")
-@pytest.mark.parametrize("count", [1, 16, FLOOR_PROMPTS])
+@pytest.mark.parametrize("count", [1, 16, FLOOR_PROMPTS, 512])
 def test_decoder_all_prompts(benchmark, paths, count):
     count = 2 if benchmark.disabled else count
     prompts = click_prompts(count)
@@ -120,7 +134,7 @@ def test_decoder_all_prompts(benchmark, paths, count):
             results[name] = paths[name].predict(prompts)
             seconds[name].append(time.perf_counter() - started)
 
-    rounds = 1 if benchmark.disabled else (2 if count >= FLOOR_PROMPTS else 3)
+    rounds = 1 if benchmark.disabled or count > FLOOR_PROMPTS else (2 if count == FLOOR_PROMPTS else 3)
     results["fast onnx"] = benchmark.pedantic(
         lambda: paths["fast onnx"].predict(prompts),
         setup=time_the_others,
@@ -145,4 +159,15 @@ def test_decoder_all_prompts(benchmark, paths, count):
     info["fast vs faithful onnx"] = round(medians["faithful onnx"] / medians["fast onnx"], 2)
     info["faithful onnx vs torch loop"] = round(medians["torch loop"] / medians["faithful onnx"], 2)
     if not benchmark.disabled and count == FLOOR_PROMPTS:
+        MEASURED["fast vs torch loop"] = info["fast vs torch loop"]
         assert info["fast vs torch loop"] >= FLOOR_RATIO, info
+
+
+def test_decoder_fast_mode_floor(request):
+    """The ×6 fast-mode floor, on the ratio measured above (enabled runs only). It assumed bf16 on AMX
+    (3.56 GFLOP at ~409 GFLOP/s); this AVX2-only CPU has neither, so it fails here: the measured status."""
+    if not MEASURED:
+        assert request.config.getoption("benchmark_disable"), "run with the decoder benchmark above"
+        return
+    ratio = MEASURED["fast vs torch loop"]
+    assert ratio >= FAST_MODE_FLOOR_RATIO, f"decoder ×{ratio:.2f} over the loop, fast-mode floor ×6"

@@ -31,8 +31,13 @@ from clipsam.engine.pipeline import Pipeline
 
 HEIGHT, WIDTH, PROMPTS = 480, 640, 128
 END_TO_END_FLOOR = 1.8  # issue 5, exact (fp32) mode
+FAST_END_TO_END_FLOOR = 4.0  # issue 5, fast mode (--precision fast: int8 SAM2 encoder)
 MIN_AGREEMENT = 0.9  # mean per-segment mask IoU vs the reference; fp32 engines sit at ~1.0
 GRID_SIDE = 32  # SAM2AutomaticMaskGenerator's default points_per_side
+
+
+def _enabled(config: pytest.Config) -> bool:
+    return not (config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +45,31 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     reuse = os.environ.get("CLIPSAM_BENCH_ARTIFACTS")
     if reuse:
         return Path(reuse)
-    config = request.config
-    if config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"):
+    if not _enabled(request.config):
         return request.getfixturevalue("tiny_artifacts")  # correctness run: the session's tiny-CLIP export
     from clipsam.export.build import ExportRequest, export_artifacts
 
     out = tmp_path_factory.mktemp("bench-artifacts")
-    export_artifacts(ExportRequest(out, clip_random=True, sam_random=True, seed=0), log=lambda _: None)
+    request = ExportRequest(out, clip_random=True, sam_random=True, seed=0, int8=True)
+    export_artifacts(request, log=lambda _: None)
     return out
 
 
 @pytest.fixture(scope="module")
 def engine(artifacts: Path) -> Pipeline:
     return Pipeline.from_artifacts(artifacts, "onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def fast_engine(artifacts: Path, request: pytest.FixtureRequest) -> Pipeline:
+    """`--precision fast` (int8 SAM2 encoder); the correctness run uses the session's tiny int8 copy."""
+    from clipsam.engine.manifest import INT8_GRAPHS, read_manifest
+
+    if not read_manifest(artifacts, check_files=False).has_graphs(tuple(INT8_GRAPHS.values())):
+        if _enabled(request.config):
+            pytest.fail(f"{artifacts} has no int8 graphs: export it with `clipsam export --int8`")
+        artifacts = request.getfixturevalue("tiny_int8_artifacts")
+    return Pipeline.from_artifacts(artifacts, "onnxruntime", precision="fast")
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +125,11 @@ def _context() -> dict:
     return {"machine": f"{machine['cpu_model']}, {machine['usable_cores']} cores", **library_versions()}
 
 
-@pytest.mark.benchmark(group="end-to-end")
-def test_end_to_end_onnxruntime_vs_reference(benchmark, engine, reference, image):
-    ours_runner, theirs_runner = _runners(benchmark, engine, reference, _prompt_count(benchmark))
+def _versus_reference(benchmark, ours_pipeline, reference, image, floor: float, min_agreement=MIN_AGREEMENT):
+    """Time `ours_pipeline` (the benchmarked body) and the reference (by hand, right after), same prompts;
+    agreement and the ratio go to extra_info; the floor is asserted only in an enabled run, the agreement
+    only when `min_agreement` is given."""
+    ours_runner, theirs_runner = _runners(benchmark, ours_pipeline, reference, _prompt_count(benchmark))
     _, ours = _run(benchmark, lambda: ours_runner(0, image))
     rounds = 1 if benchmark.disabled else 3
     theirs_s, (_, theirs) = _median_seconds(lambda: theirs_runner(0, image), rounds)
@@ -118,16 +137,32 @@ def test_end_to_end_onnxruntime_vs_reference(benchmark, engine, reference, image
     benchmark.extra_info.update(
         {"prompts": ours.timings_ms["num_prompts"], "agreement": agreement, **_context()}
     )
+    benchmark.extra_info["precision"] = ours_pipeline.models.get("precision", "fp32")
     assert ours.timings_ms["num_prompts"] == _prompt_count(benchmark)
-    assert agreement["mean_iou"] >= MIN_AGREEMENT, agreement
+    assert min_agreement is None or agreement["mean_iou"] >= min_agreement, agreement
     if benchmark.disabled:
         return
     ours_s = float(benchmark.stats.stats.median)
     ratio = theirs_s / ours_s
     benchmark.extra_info.update(
-        {"ratio": ratio, "floor": END_TO_END_FLOOR, "ours_median_s": ours_s, "reference_median_s": theirs_s}
+        {"ratio": ratio, "floor": floor, "ours_median_s": ours_s, "reference_median_s": theirs_s}
     )
-    assert ratio >= END_TO_END_FLOOR, f"end to end ×{ratio:.2f} over the reference, floor ×{END_TO_END_FLOOR}"
+    assert ratio >= floor, f"end to end ×{ratio:.2f} over the reference, floor ×{floor}"
+
+
+@pytest.mark.benchmark(group="end-to-end")
+def test_end_to_end_onnxruntime_vs_reference(benchmark, engine, reference, image):
+    _versus_reference(benchmark, engine, reference, image, END_TO_END_FLOOR)
+
+
+@pytest.mark.benchmark(group="end-to-end")
+def test_end_to_end_fast_precision_vs_reference(benchmark, fast_engine, reference, image):
+    """Fast mode. Its ×4 floor assumed bf16 on AMX; this AVX2-only CPU has none, and int8 pays only on
+    the SAM2 encoder (≈1.15×), so the assert fails here: that failure is the measured status. Agreement is
+    recorded, not asserted: per output segment it is below the fp32 engines' (random-weight masks cover
+    most of the image, so segments are overlap slivers); tests/test_fast_mode.py holds every prompt's mask
+    to IoU ≥ 0.99."""
+    _versus_reference(benchmark, fast_engine, reference, image, FAST_END_TO_END_FLOOR, min_agreement=None)
 
 
 @pytest.mark.benchmark(group="end-to-end")

@@ -33,7 +33,9 @@ def bench(
     backend: Annotated[
         str,
         typer.Option(
-            "--backend", help="torch, onnxruntime, … [default: onnxruntime with --artifacts, else torch]"
+            "--backend",
+            help="torch, onnxruntime, onnxruntime-faithful, onnxruntime-int8 or openvino "
+            "[default: onnxruntime with --artifacts, else torch]",
         ),
     ] = "auto",
     artifacts: ArtifactsOpt = None,
@@ -239,6 +241,7 @@ def _summary(record: dict) -> Table:
         ("images/s", f"{ours['images_per_s']:.3f}"),
         ("prompts/s", f"{ours['prompts_per_s']:.1f} ({ours['num_prompts']:.0f} prompts per image)"),
         ("backend", f"{ours['backend']} {ours['precision']} {', '.join(ours['providers']) or '-'}"),
+        ("decoder", ours.get("decoder", "-")),
         ("model", f"{ours['models']['clip']['name']} + {ours['models']['sam2']['name']}"),
         ("weights", f"{ours['models']['clip']['weights']} / {ours['models']['sam2']['weights']}"),
         ("images", f"{record['config']['images']}, {record['config']['runs']} runs"),

@@ -43,6 +43,9 @@ def export(
     vocabulary: Annotated[
         list[str] | None, typer.Option("--vocabulary", "-V", help="Extra words to embed.")
     ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write an int8 SAM2 encoder copy (for `--precision fast`).")
+    ] = False,
 ) -> None:
     """Export SCLIP's image tower and SAM2's encoder and decoder to ONNX, with text features and manifest."""
     from clipsam.cli.model_options import require_checkpoint
@@ -57,7 +60,7 @@ def export(
     sam_random = random_weights and checkpoint is None
     queries = tuple(_queries(vocabulary or []))
     request = ExportRequest(
-        out, sam_name, clip_checkpoint, checkpoint, clip_random, sam_random, seed, queries
+        out, sam_name, clip_checkpoint, checkpoint, clip_random, sam_random, seed, queries, int8
     )
     record = export_artifacts(request, log=lambda line: stderr.print(line))
     stdout.print(

@@ -51,6 +51,13 @@ BackendOpt = Annotated[
 ]
 ArtifactsOpt = Annotated[Path | None, typer.Option("--artifacts", help="Folder made by `clipsam export`.")]
 ProvidersOpt = Annotated[str, typer.Option("--providers", help="onnxruntime providers: auto or a list.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="exact (fp32) or fast (onnxruntime, int8 SAM2 encoder from `clipsam export --int8`).",
+    ),
+]
 SamModelOpt = Annotated[str, typer.Option("--sam-model", help="SAM2 model name (see `clipsam models`).")]
 
 
@@ -92,6 +99,7 @@ def segment(
     backend: BackendOpt = "torch",
     artifacts: ArtifactsOpt = None,
     providers: ProvidersOpt = "auto",
+    precision: PrecisionOpt = "exact",
     random_weights: RandomOpt = False,
     seed: SeedOpt = 0,
     use_inpainting: Annotated[
@@ -116,6 +124,7 @@ def segment(
     from clipsam.engine.pipeline import SegmentOptions
 
     mo.check_backend(backend, artifacts)
+    mo.check_precision(precision, backend)
     sam_name = mo.sam_name_from_cfg(model_cfg) if model_cfg else mo.get_model(sam_model, "sam2").name
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)
@@ -141,7 +150,7 @@ def segment(
         result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
     else:
         result = _run_segment(
-            lambda: _artifact_pipeline(artifacts, backend, providers), picture_in, vocab, options
+            lambda: _artifact_pipeline(artifacts, backend, providers, precision), picture_in, vocab, options
         )
     if target is not None and edit is EditMode.segment:
         result = _only_class(result, target)
@@ -302,10 +311,10 @@ def _reference_pipeline(choice):
     return build_reference_pipeline(choice)
 
 
-def _artifact_pipeline(artifacts: Path, backend: str, providers: str):
+def _artifact_pipeline(artifacts: Path, backend: str, providers: str, precision: str = "exact"):
     from clipsam.engine.pipeline import Pipeline
 
-    return Pipeline.from_artifacts(artifacts, backend, providers)
+    return Pipeline.from_artifacts(artifacts, backend, providers, precision=precision)
 
 
 def _run_segment(build_pipeline, image: np.ndarray, vocab, options) -> SegmentationResult:

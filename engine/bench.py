@@ -19,13 +19,13 @@ import numpy as np
 from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
 from clipsam.engine.dense_clip import DensePredictor
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.merge import merge_candidates
 from clipsam.engine.model_choice import ModelChoice
 from clipsam.engine.pipeline import (
     Pipeline,
     SegmentOptions,
     default_dense_config,
     encode_segments,
+    merge_any,
     vocabulary_from_words,
 )
 from clipsam.engine.prompts import extract_prompts
@@ -57,13 +57,25 @@ def _torch_pipeline(spec: PipelineSpec) -> Pipeline:
     return build_reference_pipeline(spec.choice)
 
 
-def _onnxruntime_pipeline(spec: PipelineSpec) -> Pipeline:
-    return Pipeline.from_artifacts(spec.artifacts, "onnxruntime", spec.providers)
+def _artifact_builder(backend: str, decoder: str = "auto", precision: str = "exact"):
+    def build(spec: PipelineSpec) -> Pipeline:
+        return Pipeline.from_artifacts(spec.artifacts, backend, spec.providers, decoder, precision)
+
+    return build
 
 
+# onnxruntime: the fast (rewritten) decoder when exported; -faithful keeps sam2's decoder structure;
+# -int8: the int8 SAM2 encoder of `clipsam export --int8` (the --precision fast of `segment`).
 BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry(_torch_pipeline, needs_artifacts=False),
-    "onnxruntime": BackendEntry(_onnxruntime_pipeline, needs_artifacts=True),
+    "onnxruntime": BackendEntry(_artifact_builder("onnxruntime"), needs_artifacts=True),
+    "onnxruntime-faithful": BackendEntry(_artifact_builder("onnxruntime", "faithful"), needs_artifacts=True),
+    "onnxruntime-int8": BackendEntry(
+        _artifact_builder("onnxruntime", precision="fast"),
+        needs_artifacts=True,
+        precision="int8 SAM2 encoder, fp32 elsewhere",
+    ),
+    "openvino": BackendEntry(_artifact_builder("openvino"), needs_artifacts=True),
 }
 
 
@@ -193,14 +205,14 @@ class StageRunner:
     def _decoder(self, index, image):
         prompts = self.source.prompts(index, image)
         self._embed(index, image)
-        candidates, decoder_ms = _timed(lambda: self.pipeline.mask_backend.predict(prompts))
+        candidates, decoder_ms = _timed(lambda: self._mask_candidates(prompts, image))
         return {"sam2_decoder": decoder_ms, "num_prompts": float(len(prompts))}, candidates
 
     def _kernels(self, index, image):
         dense = self.source.dense_map(index, image)
         if index not in self._candidates:
             self._embed(index, image)
-            self._candidates[index] = self.pipeline.mask_backend.predict(self.source.prompts(index, image))
+            self._candidates[index] = self._mask_candidates(self.source.prompts(index, image), image)
         candidates = self._candidates[index]
         _, prompts_ms = _timed(lambda: real_prompts(dense, PROMPT_CAP))
         segments, merge_ms = _timed(lambda: self._merge(candidates))
@@ -222,7 +234,7 @@ class StageRunner:
         prompts = self.source.prompts(index, image)
         _, timings["sam2_encoder"] = _timed(lambda: self.pipeline.mask_backend.set_image(image))
         self._embedded = index
-        candidates, timings["sam2_decoder"] = _timed(lambda: self.pipeline.mask_backend.predict(prompts))
+        candidates, timings["sam2_decoder"] = _timed(lambda: self._mask_candidates(prompts, image))
         segments, timings["merge"] = _timed(lambda: self._merge(candidates))
         timings["num_prompts"] = float(len(prompts))
         height, width = image.shape[:2]
@@ -237,12 +249,12 @@ class StageRunner:
         )
         return timings, result
 
-    def _merge(self, candidates: MaskCandidates) -> tuple:
-        options = SegmentOptions()
-        merged = merge_candidates(
-            candidates, iou_threshold=options.iou_threshold, min_region_size=options.min_region_size
-        )
-        return encode_segments(merged, self.vocabulary.class_names)
+    def _mask_candidates(self, prompts: Prompts, image: np.ndarray):
+        """The mask stage as Pipeline.segment runs it (RLEs straight from exported graphs)."""
+        return self.pipeline.mask_candidates(prompts, False, image.shape[:2])
+
+    def _merge(self, candidates) -> tuple:
+        return encode_segments(merge_any(candidates, SegmentOptions()), self.vocabulary.class_names)
 
     def _embed(self, index: int, image: np.ndarray) -> None:
         if self._embedded != index:

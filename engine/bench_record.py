@@ -22,7 +22,7 @@ import numpy as np
 from clipsam.engine.bench import BACKENDS, PROMPT_CAP, BenchConfig, Measurement
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.pipeline import Pipeline
-from clipsam.engine.types import DenseMap, MaskCandidates, SegmentationResult
+from clipsam.engine.types import DenseMap, MaskCandidates, RleCandidates, SegmentationResult
 from clipsam.kernels import rle as rle_codec
 
 SCHEMA, SCHEMA_VERSION = "clipsam-bench", 1
@@ -77,14 +77,21 @@ def agreement(ours: object, reference: object) -> dict | None:
     """How far a speedup changed the output: per-segment / per-prompt mask IoU, or dense-map pixel match."""
     if isinstance(ours, SegmentationResult) and isinstance(reference, SegmentationResult):
         return segment_agreement(ours, reference)
-    if isinstance(ours, MaskCandidates) and isinstance(reference, MaskCandidates) and len(ours):
-        inter = np.logical_and(ours.masks, reference.masks).sum(axis=(1, 2))
-        union = np.logical_or(ours.masks, reference.masks).sum(axis=(1, 2))
-        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    candidates = (MaskCandidates, RleCandidates)
+    if isinstance(ours, candidates) and isinstance(reference, candidates) and len(ours):
+        pairs = zip(_rles(ours), _rles(reference), strict=True)
+        iou = np.array([rle_codec.iou([a], [b], [0])[0, 0] for a, b in pairs])
         return {"kind": "per-prompt mask IoU", "mean_iou": float(iou.mean()), "min_iou": float(iou.min())}
     if isinstance(ours, DenseMap) and isinstance(reference, DenseMap):
         return {"kind": "dense-map pixel agreement", "fraction": float((ours.pred == reference.pred).mean())}
     return None
+
+
+def _rles(candidates) -> list:
+    """COCO RLEs (bytes counts) of MaskCandidates or RleCandidates."""
+    if isinstance(candidates, RleCandidates):
+        return candidates.rles
+    return rle_codec.encode_batch(np.ascontiguousarray(candidates.masks).view(np.uint8))
 
 
 def segment_agreement(ours: SegmentationResult, reference: SegmentationResult) -> dict:
@@ -160,7 +167,8 @@ def peak_memory_mb() -> dict[str, float | None]:
 def describe_pipeline(backend: str, pipeline: Pipeline) -> dict:
     return {
         "backend": backend,
-        "precision": BACKENDS[backend].precision,
+        "precision": pipeline.models.get("precision", BACKENDS[backend].precision),
+        "decoder": pipeline.models.get("decoder", "sam2 per-prompt loop"),
         "providers": list(pipeline.models.get("providers", [])),
         "models": pipeline.models,
         "random_weights": bool(pipeline.random_weights),

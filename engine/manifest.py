@@ -19,6 +19,9 @@ FORMAT_NAME = "clipsam-artifacts"
 FORMAT_VERSION = 1
 GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")  # required
 FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: the rewritten decoder (issue 5)
+# optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py).
+# An int8 SCLIP tower was measured 1.5x faster but moves the dense map's prompts (per-segment IoU < 0.99).
+INT8_GRAPHS = {"sam2_encoder": "sam2_encoder_int8"}
 
 
 class ArtifactError(ClipsamError):

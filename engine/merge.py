@@ -20,6 +20,7 @@ from clipsam.kernels import masks as mask_ops
 from clipsam.kernels import rle as rle_codec
 
 Rle = dict
+ENCODE_BATCH = 64  # masks per encode call
 
 
 def merge_candidates(
@@ -31,16 +32,36 @@ def merge_candidates(
     """
     if len(cands) == 0:
         return []
-    rles = rle_codec.encode_batch(np.ascontiguousarray(cands.masks).view(np.uint8))
-    kept = mask_ops.dedupe_same_class(rles, cands.class_ids, cands.scores, iou_threshold)  # best first
+    masks = np.ascontiguousarray(cands.masks).view(np.uint8)
+    rles = [  # in batches: the encoder's scratch grows with the batch's run count
+        rle
+        for start in range(0, len(cands), ENCODE_BATCH)
+        for rle in rle_codec.encode_batch(masks[start : start + ENCODE_BATCH])
+    ]
+    return merge_rles(
+        rles, cands.class_ids, cands.scores, iou_threshold=iou_threshold, min_region_size=min_region_size
+    )
+
+
+def merge_rles(
+    rles: list[Rle],
+    class_ids: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.8,
+    min_region_size: int = 100,
+) -> list[tuple[int, float, Rle]]:
+    """`merge_candidates` on masks already encoded: rles (B COCO RLEs, bytes counts), class_ids int32 [B],
+    scores float32 [B]. Also the entry point of RleCandidates (GraphSam2.predict_rles)."""
+    if len(rles) == 0:
+        return []
+    kept = mask_ops.dedupe_same_class(rles, class_ids, scores, iou_threshold)  # best first
     kept_rles = [rles[i] for i in kept]
-    exclusive = _resolve_cross_class(kept_rles, cands.class_ids[kept])
+    exclusive = _resolve_cross_class(kept_rles, class_ids[kept])
     areas = rle_codec.area(exclusive) if exclusive else np.zeros(0)
     minimum = max(min_region_size, 1)
     return [
-        (int(cands.class_ids[i]), float(cands.scores[i]), exclusive[k])
-        for k, i in enumerate(kept)
-        if areas[k] >= minimum
+        (int(class_ids[i]), float(scores[i]), exclusive[k]) for k, i in enumerate(kept) if areas[k] >= minimum
     ]
 
 

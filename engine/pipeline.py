@@ -15,9 +15,9 @@ import numpy as np
 
 from clipsam.engine.dense_clip import DenseConfig, DensePredictor
 from clipsam.engine.errors import VocabularyError
-from clipsam.engine.merge import merge_candidates
+from clipsam.engine.merge import merge_candidates, merge_rles
 from clipsam.engine.prompts import extract_prompts
-from clipsam.engine.types import DenseMap, MaskCandidates, Prompts, Segment, SegmentationResult
+from clipsam.engine.types import DenseMap, MaskCandidates, Prompts, RleCandidates, Segment, SegmentationResult
 from clipsam.engine.vocabulary import Vocabulary, with_background
 from clipsam.kernels import rle as rle_codec
 
@@ -95,12 +95,17 @@ class Pipeline:
 
     @classmethod
     def from_artifacts(
-        cls, directory, backend: str = "onnxruntime", providers: str = "auto", decoder: str = "auto"
+        cls,
+        directory,
+        backend: str = "onnxruntime",
+        providers: str = "auto",
+        decoder: str = "auto",
+        precision: str = "exact",
     ) -> Pipeline:
         """The pipeline on exported graphs (see engine/artifacts.py); needs no torch."""
         from clipsam.engine.artifacts import pipeline_from_artifacts
 
-        return pipeline_from_artifacts(directory, backend, providers, decoder)
+        return pipeline_from_artifacts(directory, backend, providers, decoder, precision)
 
     def dense_map(
         self, image: np.ndarray, vocabulary: Vocabulary, config: DenseConfig | None = None
@@ -136,16 +141,9 @@ class Pipeline:
             if len(prompts):
                 self.mask_backend.set_image(image)
         with timings.stage("sam2_decoder"):
-            candidates = (
-                self.mask_backend.predict(prompts, use_boxes=options.use_boxes)
-                if len(prompts)
-                else MaskCandidates.empty(*image.shape[:2])
-            )
+            candidates = self.mask_candidates(prompts, options.use_boxes, image.shape[:2])
         with timings.stage("merge"):
-            merged = merge_candidates(
-                candidates, iou_threshold=options.iou_threshold, min_region_size=options.min_region_size
-            )
-            segments = encode_segments(merged, vocabulary.class_names)
+            segments = encode_segments(merge_any(candidates, options), vocabulary.class_names)
         height, width = image.shape[:2]
         return SegmentationResult(
             height=height,
@@ -157,6 +155,15 @@ class Pipeline:
             timings_ms=timings.finish(),
         )
 
+    def mask_candidates(self, prompts: Prompts, use_boxes: bool, image_hw) -> MaskCandidates | RleCandidates:
+        """The mask stage's output: RLEs straight from the backend when it can (exported graphs: bounded
+        memory for many prompts on large images), else dense masks (the torch reference)."""
+        if len(prompts) == 0:
+            return MaskCandidates.empty(*image_hw)
+        if hasattr(self.mask_backend, "predict_rles"):
+            return self.mask_backend.predict_rles(prompts, use_boxes=use_boxes)
+        return self.mask_backend.predict(prompts, use_boxes=use_boxes)
+
     def _dense_map(self, image, vocabulary, config, timings) -> DenseMap:
         config = config or default_dense_config(vocabulary)
         with timings.stage("text"):
@@ -167,6 +174,14 @@ class Pipeline:
                 backend.encode_crops, text_features, vocabulary, config, patch_size=backend.patch_size
             )
             return predictor.predict(image)
+
+
+def merge_any(candidates: MaskCandidates | RleCandidates, options: SegmentOptions) -> list:
+    """merge_rles or merge_candidates with the options' thresholds → (class_id, score, RLE) triples."""
+    thresholds = {"iou_threshold": options.iou_threshold, "min_region_size": options.min_region_size}
+    if isinstance(candidates, RleCandidates):
+        return merge_rles(candidates.rles, candidates.class_ids, candidates.scores, **thresholds)
+    return merge_candidates(candidates, **thresholds)
 
 
 def encode_segments(merged: list[tuple[int, float, dict]], class_names: tuple[str, ...]) -> tuple:

@@ -95,6 +95,23 @@ class MaskCandidates:
 
 
 @dataclass(frozen=True)
+class RleCandidates:
+    """MaskCandidates with each mask as a COCO RLE, never dense (B masks at 1080p would be 2 MB each).
+
+    rles: B dicts {"size": [H, W], "counts": bytes} (compressed, column-major), image frame.
+    iou, class_ids, scores: as in MaskCandidates.
+    """
+
+    rles: list
+    iou: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+
+@dataclass(frozen=True)
 class Segment:
     """One output instance.
 

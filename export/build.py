@@ -49,6 +49,7 @@ class ExportRequest:
     sam_random: bool = False
     seed: int = 0
     queries: tuple[str, ...] = ()
+    int8: bool = False  # also write int8 copies of the encoders (the fast precision, export/quantize.py)
 
 
 def export_artifacts(request: ExportRequest, log=print) -> dict:
@@ -84,6 +85,10 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
         "versions": _versions(),
     }
     write_manifest(out, record)
+    if request.int8:
+        from clipsam.export.quantize import add_int8_graphs
+
+        record["graphs"].update(add_int8_graphs(out, log))
     return record
 
 

@@ -75,6 +75,8 @@ def test_bad_image(tmp_path, out_dir, capsys, kind, fragment):
         (["--vocabulary", "car", "--model-cfg", "configs/x.yaml"], "unknown --model-cfg"),
         ([], "vocabulary is empty"),
         (["--vocabulary", "car", "--edit", "paint"], "--edit"),
+        (["--vocabulary", "car", "--precision", "fp4"], "unknown precision"),
+        (["--vocabulary", "car", "--precision", "fast"], "--precision fast runs int8 graphs on onnxruntime"),
     ],
     ids=[
         "duplicate",
@@ -89,6 +91,8 @@ def test_bad_image(tmp_path, out_dir, capsys, kind, fragment):
         "unknown-model-cfg",
         "empty-vocabulary",
         "unknown-edit",
+        "unknown-precision",
+        "fast-precision-on-torch",
     ],
 )
 def test_bad_arguments(street_image, out_dir, capsys, args, fragment):

@@ -128,14 +128,70 @@ def test_int8_decoder_copy_is_written_and_close(artifacts, tmp_path):
     assert 0.0 < parity["low_res_masks"] <= INT8_LOGIT_TOLERANCE
 
 
-def test_int8_encoder_keeps_mask_iou_per_prompt(artifacts, sam_masks_fp32, tmp_path):
-    """The int8 (U8U8) SAM2 encoder copy with the fp32 decoder: every mask keeps IoU ≥ 0.99 vs fp32."""
-    from clipsam.export.quantize import quantize_graph
+@pytest.fixture(scope="module")
+def int8_artifacts(tiny_int8_artifacts: Path) -> Path:
+    return tiny_int8_artifacts
 
-    encoder = quantize_graph(
-        artifacts / "sam2_encoder.onnx", tmp_path / "sam2_encoder.int8.onnx", unsigned_weights=True
+
+def test_export_int8_lists_verified_encoder_copies(int8_artifacts):
+    from clipsam.engine.manifest import INT8_GRAPHS, read_manifest
+
+    manifest = read_manifest(int8_artifacts)  # sizes and sha256 of every listed file, int8 ones included
+    for source, name in INT8_GRAPHS.items():
+        entry = manifest.graph(name)
+        assert manifest.graph_path(name).stat().st_size < manifest.graph_path(source).stat().st_size
+        assert entry["inputs"] == manifest.graph(source)["inputs"]
+        assert 0.0 < max(entry["parity_max_abs"].values()) < 0.5, entry["parity_max_abs"]
+    assert not [p for p in int8_artifacts.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_int8_encoder_keeps_mask_iou_per_prompt(int8_artifacts, sam_masks_fp32):
+    """The int8 (U8U8) SAM2 encoder copy with the fp32 decoder: every mask keeps IoU ≥ 0.99 vs fp32."""
+    sam = GraphSam2(
+        OrtGraph(int8_artifacts / "sam2_encoder.int8.onnx"), OrtGraph(int8_artifacts / "sam2_decoder.onnx")
     )
-    sam = GraphSam2(OrtGraph(encoder), OrtGraph(artifacts / "sam2_decoder.onnx"))
     sam.set_image(demo_scene(*IMAGE_HW))
     ious = _mask_ious(sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW)).masks, sam_masks_fp32.masks)
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
+
+
+def test_precision_fast_keeps_every_prompt_mask(int8_artifacts):
+    """`--precision fast` (int8 SAM2 encoder) against exact fp32 through the pipelines themselves: the same
+    dense map and prompts, every prompt's mask with IoU ≥ 0.99, and the same segments class for class.
+
+    The output segments are not held to 0.99 each: with random weights every SAM2 mask covers most of the
+    image, so segments are the slivers overlap resolution leaves, and a boundary shift of ~0.4 % of a large
+    mask is a large share of a small sliver (measured at 480×640: per-prompt IoU ≥ 0.996, per-segment
+    0.85-0.997; see benchmarks/bench_precision.py)."""
+    from clipsam.engine.pipeline import Pipeline, SegmentOptions, vocabulary_from_words
+    from clipsam.engine.prompts import extract_prompts
+
+    image, vocabulary = demo_scene(120, 160), vocabulary_from_words(["sky", "car", "road", "tree", "grass"])
+    options = SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12)
+    pipelines = {p: Pipeline.from_artifacts(int8_artifacts, precision=p) for p in ("exact", "fast")}
+    assert pipelines["fast"].models["precision"] == "int8 SAM2 encoder, fp32 elsewhere"
+    assert pipelines["exact"].models["precision"] == "fp32"
+    dense = {p: pipeline.dense_map(image, vocabulary) for p, pipeline in pipelines.items()}
+    np.testing.assert_array_equal(dense["fast"].probs, dense["exact"].probs)  # SCLIP stays fp32
+    prompts = extract_prompts(dense["exact"], min_confidence=0.0, min_region_size=30, max_prompts=12)
+    assert len(prompts) > 0
+    masks = {}
+    for precision, pipeline in pipelines.items():
+        pipeline.mask_backend.set_image(image)
+        masks[precision] = pipeline.mask_backend.predict(prompts).masks
+    ious = _mask_ious(masks["fast"], masks["exact"])
+    assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU fast vs exact: {np.round(ious, 4)}"
+    results = {p: pipeline.segment(image, vocabulary, options) for p, pipeline in pipelines.items()}
+    classes = {p: [s.class_id for s in result.segments] for p, result in results.items()}
+    assert classes["fast"] == classes["exact"] and classes["exact"]
+
+
+def test_precision_fast_needs_int8_graphs_and_onnxruntime(artifacts, int8_artifacts):
+    from clipsam.engine.pipeline import Pipeline
+
+    with pytest.raises(ClipsamError, match="export --int8"):
+        Pipeline.from_artifacts(artifacts, precision="fast")
+    with pytest.raises(ClipsamError, match="onnxruntime"):
+        Pipeline.from_artifacts(int8_artifacts, "openvino", precision="fast")
+    with pytest.raises(ClipsamError, match="unknown precision"):
+        Pipeline.from_artifacts(int8_artifacts, precision="bf16")

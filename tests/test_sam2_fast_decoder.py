@@ -33,6 +33,7 @@ from clipsam.export.sam2_fast_decoder import (
     export_sam2_fast_decoder,
 )
 from clipsam.export.sam2_model import Sam2Model, build_sam2_model
+from clipsam.kernels import rle as rle_codec
 
 TOLERANCE = 1e-4
 
@@ -161,6 +162,30 @@ def test_runtime_masks_equal_graph_sam2(sam2_tiny, exported, tmp_path_factory, u
     assert expected.masks.any(axis=(1, 2)).sum() >= 3  # the comparison is not between empty masks
     np.testing.assert_allclose(got.iou, expected.iou, atol=1e-5)
     np.testing.assert_array_equal(got.class_ids, expected.class_ids)
+
+
+def test_prompt_parallel_workers_give_the_sequential_result(exported):
+    """GraphSam2's worker threads (single-threaded sessions, chunks dealt round-robin) vs one session, and
+    predict_rles vs predict."""
+    folder, cpu = exported[0], ["CPUExecutionProvider"]
+    encoder, image_graph = FixedEncoder(seed=3), OrtGraph(folder / IMAGE_GRAPH, cpu)
+    sequential = GraphSam2Fast(encoder, image_graph, OrtGraph(folder / FAST_GRAPH, cpu), chunk_size=4)
+    workers = [OrtGraph(folder / FAST_GRAPH, cpu, threads=1) for _ in range(3)]
+    parallel = GraphSam2Fast(encoder, image_graph, sequential.decoder, chunk_size=2, workers=workers)
+    image = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    prompts = grid_prompts(11, 60, 80)  # 6 chunks over 3 workers, the last chunk short
+    for sam in (sequential, parallel):
+        sam.set_image(image)
+    expected, got = sequential.predict(prompts), parallel.predict(prompts)
+    np.testing.assert_array_equal(got.masks, expected.masks)
+    np.testing.assert_allclose(got.iou, expected.iou, atol=1e-6)
+    np.testing.assert_array_equal(got.class_ids, expected.class_ids)
+    assert expected.masks.any(axis=(1, 2)).sum() >= 3
+    # The pipeline's path: masks straight to RLE (never dense) = the dense masks encoded.
+    rles = parallel.predict_rles(prompts)
+    assert [r["counts"] for r in rles.rles] == [r["counts"] for r in rle_codec.encode_batch(expected.masks)]
+    np.testing.assert_array_equal(rles.scores, expected.scores)
+    assert len(parallel.predict_rles(grid_prompts(0, 60, 80))) == 0
 
 
 def test_runtime_module_is_torch_free():

@@ -9,6 +9,8 @@ features, plus the faithful decoder's prompt inputs, and returns the faithful de
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from clipsam.engine.backends.base import Backend
@@ -30,9 +32,14 @@ class GraphSam2Fast(GraphSam2):
     """
 
     def __init__(
-        self, encoder: Backend, image_graph: Backend, decoder: Backend, chunk_size: int = FAST_CHUNK_SIZE
+        self,
+        encoder: Backend,
+        image_graph: Backend,
+        decoder: Backend,
+        chunk_size: int = FAST_CHUNK_SIZE,
+        workers: Sequence[Backend] = (),
     ):
-        super().__init__(encoder, decoder, chunk_size=chunk_size)
+        super().__init__(encoder, decoder, chunk_size=chunk_size, workers=workers)
         self.image_graph = image_graph
         self._image_tensors: dict[str, np.ndarray] | None = None
 

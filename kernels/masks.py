@@ -57,9 +57,17 @@ def dedupe_same_class(
         raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
     if n == 0:
         return np.zeros(0, np.int64)
-    starts, ends, run_offsets, areas, _ = _intervals(rles)
+    if len({tuple(rle["size"]) for rle in rles}) > 1:
+        raise ValueError("rles: all masks must have the same size")
+    keep = np.zeros(n, np.bool_)
+    for group in np.unique(groups):  # one class at a time: only its masks' runs are decoded at once
+        members = np.flatnonzero(groups == group)
+        starts, ends, run_offsets, areas, _ = _intervals([rles[i] for i in members])
+        same = np.zeros(members.shape[0], np.int64)
+        order = _best_first(values[members])  # members ascend, so ties still go to the lower index
+        threshold = float(iou_threshold)
+        keep[members] = _rle_sets.greedy_nms(starts, ends, run_offsets, areas, same, order, threshold)
     order = _best_first(values)
-    keep = _rle_sets.greedy_nms(starts, ends, run_offsets, areas, groups, order, float(iou_threshold))
     return order[keep[order]]
 
 

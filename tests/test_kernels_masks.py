@@ -136,6 +136,12 @@ def test_remove_small_regions_word_path_on_unaligned_and_empty_masks():
             lambda: masks.dedupe_same_class(rle.encode_batch(np.zeros((1, 2, 2), bool)), [0], [0.5], 1.5),
             "iou_threshold",
         ),
+        (
+            lambda: masks.dedupe_same_class(
+                [rle.encode(np.zeros((2, 2), bool)), rle.encode(np.zeros((3, 2), bool))], [0, 1], [1, 2], 0.5
+            ),
+            "rles",
+        ),
         (lambda: masks.resolve_overlaps(rle.encode_batch(np.zeros((1, 2, 2), bool)), [np.nan]), "scores"),
         (
             lambda: masks.resolve_overlaps(

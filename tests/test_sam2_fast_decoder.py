@@ -164,7 +164,7 @@ def test_runtime_masks_equal_graph_sam2(sam2_tiny, exported, tmp_path_factory, u
     np.testing.assert_array_equal(got.class_ids, expected.class_ids)
 
 
-def test_prompt_parallel_workers_give_the_sequential_result(exported):
+def test_prompt_parallel_workers_give_the_sequential_result(exported, monkeypatch):
     """GraphSam2's worker threads (single-threaded sessions, chunks dealt round-robin) vs one session, and
     predict_rles vs predict."""
     folder, cpu = exported[0], ["CPUExecutionProvider"]
@@ -181,7 +181,8 @@ def test_prompt_parallel_workers_give_the_sequential_result(exported):
     np.testing.assert_allclose(got.iou, expected.iou, atol=1e-6)
     np.testing.assert_array_equal(got.class_ids, expected.class_ids)
     assert expected.masks.any(axis=(1, 2)).sum() >= 3
-    # The pipeline's path: masks straight to RLE (never dense) = the dense masks encoded.
+    # The pipeline's path: masks straight to RLE (never dense, in batches) = the dense masks encoded.
+    monkeypatch.setattr("clipsam.engine.backends.ort_stages.RLE_BATCH", 4)
     rles = parallel.predict_rles(prompts)
     assert [r["counts"] for r in rles.rles] == [r["counts"] for r in rle_codec.encode_batch(expected.masks)]
     np.testing.assert_array_equal(rles.scores, expected.scores)

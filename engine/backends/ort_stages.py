@@ -19,6 +19,7 @@ from clipsam.engine.types import MaskCandidates, Prompts, RleCandidates
 from clipsam.kernels.upsample import upsample_masks, upsample_to_rle
 
 _PER_PROMPT_INPUTS = ("point_coords", "point_labels")
+RLE_BATCH = 64  # masks per upsample_to_rle call
 
 
 def _best_of_multimask(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +109,13 @@ class GraphSam2:
             none = np.zeros(0, np.float32)
             return RleCandidates(rles=[], iou=none, class_ids=np.zeros(0, np.int32), scores=none)
         low_res, iou = self._decode(prompts, use_boxes)
+        rles = [  # in batches: the run-count scratch of one call grows with its masks' runs
+            rle
+            for start in range(0, len(prompts), RLE_BATCH)
+            for rle in upsample_to_rle(low_res[start : start + RLE_BATCH], height, width)
+        ]
         return RleCandidates(
-            rles=upsample_to_rle(low_res, height, width),
+            rles=rles,
             iou=iou,
             class_ids=prompts.class_ids.astype(np.int32),
             scores=(prompts.scores * iou).astype(np.float32),

@@ -42,6 +42,14 @@ def tiny_clip_checkpoint(golden_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sam2_tiny():
+    """SAM2.1 tiny with seeded random weights (seed 0), built once per session; tests must not modify it."""
+    from clipsam.export.sam2_model import build_sam2_model
+
+    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_clip_checkpoint: Path) -> Path:
     """One export per session: the golden tiny CLIP tower + SAM2.1 tiny (seeded random) graphs."""
     from clipsam.export.build import ExportRequest, export_artifacts

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clipsam.cli import model_options as mo
 from clipsam.engine.errors import ClipsamError, VocabularyError
+from clipsam.engine.manifest import check_precision
 from clipsam.engine.types import SegmentationResult
 
 stdout = Console()
@@ -124,7 +125,7 @@ def segment(
     from clipsam.engine.pipeline import SegmentOptions
 
     mo.check_backend(backend, artifacts)
-    mo.check_precision(precision, backend)
+    check_precision(precision, backend)
     sam_name = mo.sam_name_from_cfg(model_cfg) if model_cfg else mo.get_model(sam_model, "sam2").name
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)

@@ -11,7 +11,6 @@ from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 __all__ = ["ModelChoice", "get_model"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("exact", "fast")
 
 
 def check_backend(backend: str, artifacts: Path | None = None) -> None:
@@ -23,17 +22,6 @@ def check_backend(backend: str, artifacts: Path | None = None) -> None:
         )
     if backend == "torch" and artifacts is not None:
         raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
-
-
-def check_precision(precision: str, backend: str) -> None:
-    """exact everywhere; fast only on exported onnxruntime graphs (the int8 SAM2 encoder)."""
-    if precision not in PRECISIONS:
-        raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "fast" and backend != "onnxruntime":
-        raise ClipsamError(
-            "--precision fast runs int8 graphs on onnxruntime: add --backend onnxruntime --artifacts DIR "
-            "(exported with --int8)"
-        )
 
 
 def sam_name_from_cfg(model_cfg: str) -> str:

@@ -7,13 +7,19 @@ from pathlib import Path
 
 from clipsam.engine.backends.ort_stages import GraphSam2, GraphSclip
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, INT8_GRAPHS, Manifest, read_manifest
+from clipsam.engine.manifest import (
+    FAST_DECODER_GRAPHS,
+    GRAPHS,
+    INT8_GRAPHS,
+    Manifest,
+    check_precision,
+    read_manifest,
+)
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.text_bank import TextBank
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 DECODERS = ("auto", "fast", "faithful")
-PRECISIONS = ("exact", "fast")
 MAX_DECODER_WORKERS = 8
 WORKER_CHUNK_SIZE = 2  # per worker; measured best of 1, 2, 4 on SAM2.1 tiny (2 workers, 2 cores)
 
@@ -36,12 +42,7 @@ def pipeline_from_artifacts(
         raise ClipsamError(f"unknown decoder '{decoder}'; choose one of: {', '.join(DECODERS)}")
     if backend not in BACKENDS:
         raise ClipsamError(f"unknown artifact backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "fast" and backend != "onnxruntime":
-        raise ClipsamError(
-            f"--precision fast is built for onnxruntime (int8 SAM2 encoder); {backend} runs exact only here"
-        )
+    check_precision(precision, backend)
     manifest = read_manifest(directory)
     roles = _graph_roles(manifest, backend, decoder, precision)
     loaded = _load_graphs(manifest, backend, providers, tuple(roles.values()))

@@ -14,7 +14,6 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from clipsam.engine.bench import BACKENDS, PROMPT_CAP, BenchConfig, Measurement
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.types import DenseMap, MaskCandidates, RleCandidates, SegmentationResult
+from clipsam.engine.versions import package_versions
 from clipsam.kernels import rle as rle_codec
 
 SCHEMA, SCHEMA_VERSION = "clipsam-bench", 1
@@ -144,13 +144,7 @@ def machine_class(machine: dict) -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in _VERSIONED:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    return {"python": platform.python_version(), **package_versions(_VERSIONED)}
 
 
 def peak_memory_mb() -> dict[str, float | None]:

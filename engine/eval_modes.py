@@ -21,10 +21,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from clipsam.engine.dense_clip import DenseConfig, DensePredictor
-from clipsam.engine.merge import merge_candidates
 from clipsam.engine.pamr import pamr
-from clipsam.engine.pipeline import DenseBackend, MaskBackend, SegmentOptions
-from clipsam.engine.prompts import extract_prompts
+from clipsam.engine.pipeline import DenseBackend, MaskBackend, SegmentOptions, merge_any, segment_prompts
 from clipsam.engine.transforms import resize_bilinear, sclip_preprocess
 from clipsam.engine.types import DenseMap, MaskCandidates, Prompts
 from clipsam.engine.vocabulary import Vocabulary
@@ -113,18 +111,10 @@ class ModePredictor:
     def _prompted(self, image: np.ndarray, dense: DenseMap, clock: StageClock) -> np.ndarray:
         options = self.options
         with clock.stage("prompts"):
-            prompts = extract_prompts(
-                dense,
-                min_confidence=options.min_confidence,
-                min_region_size=options.min_region_size,
-                max_prompts=options.max_prompts,
-                skip_classes=(0,) if self.has_background else (),
-            )
+            prompts = segment_prompts(dense, options, self.has_background)
         candidates = self._masks(image, prompts, clock, use_boxes=options.use_boxes)
         with clock.stage("merge"):
-            merged = merge_candidates(
-                candidates, iou_threshold=options.iou_threshold, min_region_size=options.min_region_size
-            )
+            merged = merge_any(candidates, options)
             pred = np.zeros_like(dense.pred) if self.has_background else dense.pred.copy()
             if merged:
                 painted = rle_codec.decode([rle for _, _, rle in merged]).astype(bool)  # [H, W, N]

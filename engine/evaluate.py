@@ -17,7 +17,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from clipsam.engine.eval_metrics import IGNORE_INDEX, SegMetrics, confusion_matr
 from clipsam.engine.image_io import atomic_output
 from clipsam.engine.outputs import write_json, write_picture
 from clipsam.engine.render import RANDOM_WEIGHTS_LABEL, class_colors
+from clipsam.engine.versions import package_versions
 
 STATE_NAME = "eval_in_progress.npz"
 RESULTS_NAME = "results.json"
@@ -163,7 +163,7 @@ def _finish(output_dir, state, dataset, samples, class_names, config, random_wei
         "num_images": len(samples),
         "random_weights": random_weights,
         "config": config,
-        "versions": _versions(),
+        "versions": package_versions(VERSIONED_PACKAGES, missing="absent"),
         "metrics": {"mIoU": _num(metrics.miou), "aAcc": _num(metrics.aacc), "mAcc": _num(metrics.macc)},
         "per_class": [
             {
@@ -243,16 +243,6 @@ def visualization(
 
 def _file_stem(sample: Sample) -> str:
     return sample.sample_id.replace("/", "__")
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "absent"
-    return versions
 
 
 def _num(value: float) -> float | None:

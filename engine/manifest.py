@@ -22,6 +22,7 @@ FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: t
 # optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py).
 # An int8 SCLIP tower was measured 1.5x faster but moves the dense map's prompts (per-segment IoU < 0.99).
 INT8_GRAPHS = {"sam2_encoder": "sam2_encoder_int8"}
+PRECISIONS = ("exact", "fast")
 
 
 class ArtifactError(ClipsamError):
@@ -124,3 +125,14 @@ def _check_graph_file(manifest: Manifest, graph: str, redo: str) -> None:
         raise ArtifactError(f"graph file '{path}' listed in the manifest is missing: {redo}")
     if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
         raise ArtifactError(f"graph file '{path}' does not match its manifest (changed or partial): {redo}")
+
+
+def check_precision(precision: str, backend: str) -> None:
+    """ "exact" runs everywhere; "fast" (the INT8_GRAPHS) only on onnxruntime. ClipsamError otherwise."""
+    if precision not in PRECISIONS:
+        raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "fast" and backend != "onnxruntime":
+        raise ClipsamError(
+            f"--precision fast runs int8 graphs on onnxruntime, not {backend}: use --backend onnxruntime "
+            "with artifacts exported with --int8"
+        )

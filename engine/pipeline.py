@@ -129,13 +129,7 @@ class Pipeline:
         timings = _StageTimer(progress)
         dense = self._dense_map(image, vocabulary, dense_config, timings)
         with timings.stage("prompts"):
-            prompts = extract_prompts(
-                dense,
-                min_confidence=options.min_confidence,
-                min_region_size=options.min_region_size,
-                max_prompts=options.max_prompts,
-                skip_classes=(0,) if has_background(vocabulary) else (),
-            )
+            prompts = segment_prompts(dense, options, has_background(vocabulary))
         timings.count("num_prompts", len(prompts))
         with timings.stage("sam2_encoder"):
             if len(prompts):
@@ -174,6 +168,18 @@ class Pipeline:
                 backend.encode_crops, text_features, vocabulary, config, patch_size=backend.patch_size
             )
             return predictor.predict(image)
+
+
+def segment_prompts(dense: DenseMap, options: SegmentOptions, background: bool) -> Prompts:
+    """The prompts `segment` gives SAM2: the dense map's regions that pass the options' thresholds; with a
+    background class (class 0) that class gets none."""
+    return extract_prompts(
+        dense,
+        min_confidence=options.min_confidence,
+        min_region_size=options.min_region_size,
+        max_prompts=options.max_prompts,
+        skip_classes=(0,) if background else (),
+    )
 
 
 def merge_any(candidates: MaskCandidates | RleCandidates, options: SegmentOptions) -> list:

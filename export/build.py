@@ -11,7 +11,6 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from clipsam.engine.manifest import MANIFEST_NAME, file_digest, write_manifest
 from clipsam.engine.sam2_transforms import SAM2_IMAGE_SIZE, SAM2_MEAN, SAM2_STD
 from clipsam.engine.text_bank import TextBank
 from clipsam.engine.transforms import CLIP_MEAN_255, CLIP_STD_255
+from clipsam.engine.versions import package_versions
 from clipsam.engine.vocabulary import BACKGROUND_SYNONYMS
 from clipsam.export.clip_model import SclipModel, load_sclip
 from clipsam.export.onnx_sam2_decoder import export_sam2_decoder
@@ -187,10 +187,4 @@ def _sam_entry(sam: Sam2Model, request: ExportRequest) -> dict:
 
 
 def _versions() -> dict:
-    versions = {"python": platform.python_version(), "clipsam": __version__}
-    for package in _VERSIONED:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    return {"python": platform.python_version(), "clipsam": __version__, **package_versions(_VERSIONED)}

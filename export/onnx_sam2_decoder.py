@@ -234,15 +234,23 @@ def measure_parity(
     feeds = {**random_features(seed), **random_prompts(prompt_count, point_count, seed=seed + prompt_count)}
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     graph_outputs = dict(zip(OUTPUT_NAMES, session.run(OUTPUT_NAMES, feeds), strict=True))
-    expected = reference_decoder_outputs(
-        model,
-        feeds,
-        feeds["point_coords"],
-        feeds["point_labels"],
-        feeds["mask_input"],
-        has_mask_input=feeds["has_mask_input"],
-    )
+    expected = reference_for_prompts(model, feeds, feeds)
     return {name: float(np.abs(graph_outputs[name] - expected[name]).max()) for name in OUTPUT_NAMES}
+
+
+def reference_for_prompts(
+    model: Sam2Model, features: Mapping[str, np.ndarray | torch.Tensor], prompts: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`reference_decoder_outputs` for the graph's prompt feeds: `prompts` holds point_coords, point_labels,
+    mask_input and has_mask_input as `random_prompts` returns them."""
+    return reference_decoder_outputs(
+        model,
+        features,
+        prompts["point_coords"],
+        prompts["point_labels"],
+        prompts["mask_input"],
+        has_mask_input=prompts["has_mask_input"],
+    )
 
 
 def reference_decoder_outputs(

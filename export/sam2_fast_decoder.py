@@ -49,7 +49,7 @@ from clipsam.export.onnx_sam2_decoder import (
     Sam2PromptDecoder,
     random_features,
     random_prompts,
-    reference_decoder_outputs,
+    reference_for_prompts,
 )
 from clipsam.export.onnx_utils import OPSET, export_onnx, forbidden_ops, io_specs, op_census
 
@@ -378,8 +378,5 @@ def measure_fast_parity(
     prompts = random_prompts(prompt_count, point_count, seed=seed + prompt_count)
     sessions = FastDecoderSessions(image_path, fast_path)
     got = sessions.decode(sessions.image_tensors(features), prompts, chunk_size)
-    expected = reference_decoder_outputs(
-        model, features, prompts["point_coords"], prompts["point_labels"], prompts["mask_input"],
-        has_mask_input=prompts["has_mask_input"],
-    )  # fmt: skip
+    expected = reference_for_prompts(model, features, prompts)
     return {name: float(np.abs(got[name] - expected[name]).max()) for name in OUTPUT_NAMES}

@@ -80,14 +80,7 @@ def _random_sam2(report: VerifyReport, sam, runtime: Pipeline, rng: np.random.Ge
         report.max_abs[f"sam2_encoder.{name} (random image)"] = max_abs(got[name], value)
     prompts = decoder_export.random_prompts(7, 4, seed=int(rng.integers(2**31)))  # boxes, masks, negatives
     feeds = {**expected, **prompts}
-    reference = decoder_export.reference_decoder_outputs(
-        sam,
-        expected,
-        prompts["point_coords"],
-        prompts["point_labels"],
-        prompts["mask_input"],
-        has_mask_input=prompts["has_mask_input"],
-    )
+    reference = decoder_export.reference_for_prompts(sam, expected, prompts)
     outputs = runtime.mask_backend.decoder.run(feeds)
     for name, value in reference.items():
         report.max_abs[f"sam2_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)

@@ -20,17 +20,12 @@ from clipsam.export.onnx_sam2_decoder import (
     export_sam2_decoder,
     random_features,
     random_prompts,
-    reference_decoder_outputs,
+    reference_for_prompts,
 )
 from clipsam.export.onnx_utils import forbidden_ops, io_specs, op_census
-from clipsam.export.sam2_model import Sam2Model, build_sam2_model
+from clipsam.export.sam2_model import Sam2Model
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def sam2_tiny() -> Sam2Model:
-    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +52,6 @@ def max_errors(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -
     for name in OUTPUT_NAMES:
         assert actual[name].shape == expected[name].shape, name
     return {name: float(np.abs(actual[name] - expected[name]).max()) for name in OUTPUT_NAMES}
-
-
-def reference(model: Sam2Model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return reference_decoder_outputs(
-        model,
-        feeds,
-        feeds["point_coords"],
-        feeds["point_labels"],
-        feeds["mask_input"],
-        has_mask_input=feeds["has_mask_input"],
-    )
 
 
 def test_io_contract(exported: tuple[Path, dict]) -> None:
@@ -125,7 +109,7 @@ def test_parity_with_sam2_modules(session, sam2_tiny, features, prompt_count, po
         prompt_count, point_count, seed=prompt_count + point_count, boxes=boxes, masks=masks
     )
     feeds = {**features, **prompts}
-    errors = max_errors(run_graph(session, feeds), reference(sam2_tiny, feeds))
+    errors = max_errors(run_graph(session, feeds), reference_for_prompts(sam2_tiny, feeds, feeds))
     assert max(errors.values()) <= TOLERANCE, errors
 
 
@@ -145,7 +129,7 @@ def test_parity_64_prompts(session, sam2_tiny, features) -> None:
     outputs = run_graph(session, feeds)
     rows = np.array([0, 1, 2, 3, 30, 31, 62, 63])  # box / no box × mask / no mask, both ends of the batch
     sampled_prompts = {name: feeds[name][rows] for name in INPUT_NAMES if name not in features}
-    expected = reference(sam2_tiny, {**features, **sampled_prompts})
+    expected = reference_for_prompts(sam2_tiny, features, sampled_prompts)
     errors = max_errors({name: value[rows] for name, value in outputs.items()}, expected)
     assert max(errors.values()) <= TOLERANCE, errors
 

@@ -12,7 +12,7 @@ import torch
 
 from clipsam.export.onnx_sam2_encoder import export_sam2_encoder
 from clipsam.export.onnx_utils import forbidden_ops, io_specs, op_census
-from clipsam.export.sam2_model import Sam2Model, build_sam2_model
+from clipsam.export.sam2_model import Sam2Model
 from tests.conftest import rng_image
 
 TOLERANCE = 1e-4  # fp32 max abs, issue 4
@@ -27,29 +27,24 @@ EXPECTED_SPECS = {
 
 
 @pytest.fixture(scope="module")
-def model() -> Sam2Model:
-    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
-
-
-@pytest.fixture(scope="module")
-def exported(model: Sam2Model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def exported(sam2_tiny: Sam2Model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The one export of this module (the expensive step: ~40 s here)."""
     path = tmp_path_factory.mktemp("sam2-onnx") / "sam2_image_encoder.onnx"
-    return path, export_sam2_encoder(model, path)
+    return path, export_sam2_encoder(sam2_tiny, path)
 
 
-def test_matches_sam2_image_predictor_features(model: Sam2Model, exported: tuple[Path, dict]):
+def test_matches_sam2_image_predictor_features(sam2_tiny: Sam2Model, exported: tuple[Path, dict]):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     # The random no_mem_embed is far from zero, so a graph that left it out would miss image_embed by more
     # than the tolerance.
-    assert model.module.directly_add_no_mem_embed
-    assert float(model.module.no_mem_embed.detach().abs().max()) > 100 * TOLERANCE
+    assert sam2_tiny.module.directly_add_no_mem_embed
+    assert float(sam2_tiny.module.no_mem_embed.detach().abs().max()) > 100 * TOLERANCE
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
         )
-        predictor = SAM2ImagePredictor(model.module)
+        predictor = SAM2ImagePredictor(sam2_tiny.module)
     image = rng_image(40, 56, seed=3)  # not square: sam2 squashes it to 1024² itself
     with torch.inference_mode():
         predictor.set_image(image)

@@ -128,34 +128,28 @@ def test_int8_decoder_copy_is_written_and_close(artifacts, tmp_path):
     assert 0.0 < parity["low_res_masks"] <= INT8_LOGIT_TOLERANCE
 
 
-@pytest.fixture(scope="module")
-def int8_artifacts(tiny_int8_artifacts: Path) -> Path:
-    return tiny_int8_artifacts
-
-
-def test_export_int8_lists_verified_encoder_copies(int8_artifacts):
+def test_export_int8_lists_verified_encoder_copies(tiny_int8_artifacts):
     from clipsam.engine.manifest import INT8_GRAPHS, read_manifest
 
-    manifest = read_manifest(int8_artifacts)  # sizes and sha256 of every listed file, int8 ones included
+    manifest = read_manifest(tiny_int8_artifacts)  # sizes and sha256 of every listed file, int8 ones included
     for source, name in INT8_GRAPHS.items():
         entry = manifest.graph(name)
         assert manifest.graph_path(name).stat().st_size < manifest.graph_path(source).stat().st_size
         assert entry["inputs"] == manifest.graph(source)["inputs"]
         assert 0.0 < max(entry["parity_max_abs"].values()) < 0.5, entry["parity_max_abs"]
-    assert not [p for p in int8_artifacts.iterdir() if p.name.startswith(".")], "temp file left behind"
+    assert not [p for p in tiny_int8_artifacts.iterdir() if p.name.startswith(".")], "temp file left behind"
 
 
-def test_int8_encoder_keeps_mask_iou_per_prompt(int8_artifacts, sam_masks_fp32):
+def test_int8_encoder_keeps_mask_iou_per_prompt(tiny_int8_artifacts, sam_masks_fp32):
     """The int8 (U8U8) SAM2 encoder copy with the fp32 decoder: every mask keeps IoU ≥ 0.99 vs fp32."""
-    sam = GraphSam2(
-        OrtGraph(int8_artifacts / "sam2_encoder.int8.onnx"), OrtGraph(int8_artifacts / "sam2_decoder.onnx")
-    )
+    folder = tiny_int8_artifacts
+    sam = GraphSam2(OrtGraph(folder / "sam2_encoder.int8.onnx"), OrtGraph(folder / "sam2_decoder.onnx"))
     sam.set_image(demo_scene(*IMAGE_HW))
     ious = _mask_ious(sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW)).masks, sam_masks_fp32.masks)
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
 
 
-def test_precision_fast_keeps_every_prompt_mask(int8_artifacts):
+def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts):
     """`--precision fast` (int8 SAM2 encoder) against exact fp32 through the pipelines themselves: the same
     dense map and prompts, every prompt's mask with IoU ≥ 0.99, and the same segments class for class.
 
@@ -168,7 +162,7 @@ def test_precision_fast_keeps_every_prompt_mask(int8_artifacts):
 
     image, vocabulary = demo_scene(120, 160), vocabulary_from_words(["sky", "car", "road", "tree", "grass"])
     options = SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12)
-    pipelines = {p: Pipeline.from_artifacts(int8_artifacts, precision=p) for p in ("exact", "fast")}
+    pipelines = {p: Pipeline.from_artifacts(tiny_int8_artifacts, precision=p) for p in ("exact", "fast")}
     assert pipelines["fast"].models["precision"] == "int8 SAM2 encoder, fp32 elsewhere"
     assert pipelines["exact"].models["precision"] == "fp32"
     dense = {p: pipeline.dense_map(image, vocabulary) for p, pipeline in pipelines.items()}
@@ -186,12 +180,12 @@ def test_precision_fast_keeps_every_prompt_mask(int8_artifacts):
     assert classes["fast"] == classes["exact"] and classes["exact"]
 
 
-def test_precision_fast_needs_int8_graphs_and_onnxruntime(artifacts, int8_artifacts):
+def test_precision_fast_needs_int8_graphs_and_onnxruntime(artifacts, tiny_int8_artifacts):
     from clipsam.engine.pipeline import Pipeline
 
     with pytest.raises(ClipsamError, match="export --int8"):
         Pipeline.from_artifacts(artifacts, precision="fast")
     with pytest.raises(ClipsamError, match="onnxruntime"):
-        Pipeline.from_artifacts(int8_artifacts, "openvino", precision="fast")
+        Pipeline.from_artifacts(tiny_int8_artifacts, "openvino", precision="fast")
     with pytest.raises(ClipsamError, match="unknown precision"):
-        Pipeline.from_artifacts(int8_artifacts, precision="bf16")
+        Pipeline.from_artifacts(tiny_int8_artifacts, precision="bf16")

@@ -23,7 +23,7 @@ from clipsam.export.onnx_sam2_decoder import (
     export_sam2_decoder,
     random_features,
     random_prompts,
-    reference_decoder_outputs,
+    reference_for_prompts,
 )
 from clipsam.export.onnx_utils import forbidden_ops, op_census
 from clipsam.export.sam2_fast_decoder import (
@@ -32,15 +32,10 @@ from clipsam.export.sam2_fast_decoder import (
     FastDecoderSessions,
     export_sam2_fast_decoder,
 )
-from clipsam.export.sam2_model import Sam2Model, build_sam2_model
+from clipsam.export.sam2_model import Sam2Model
 from clipsam.kernels import rle as rle_codec
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def sam2_tiny() -> Sam2Model:
-    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +55,7 @@ def max_errors(sam2_tiny, sessions, prompts, features, chunk_size: int, rows=sli
     count = prompts["point_labels"].shape[0]
     assert got["low_res_masks"].shape == (count, 4, 256, 256) and got["iou_predictions"].shape == (count, 4)
     sample = {name: value[rows] for name, value in prompts.items()}
-    expected = reference_decoder_outputs(
-        sam2_tiny,
-        features,
-        sample["point_coords"],
-        sample["point_labels"],
-        sample["mask_input"],
-        has_mask_input=sample["has_mask_input"],
-    )
+    expected = reference_for_prompts(sam2_tiny, features, sample)
     return {name: float(np.abs(got[name][rows] - expected[name]).max()) for name in OUTPUT_NAMES}
 
 

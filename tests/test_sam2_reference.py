@@ -7,15 +7,9 @@ import pytest
 
 from clipsam.engine.backends.torch_sam2 import Sam2Reference
 from clipsam.engine.types import Prompts
-from clipsam.export.sam2_model import build_sam2_model
 
 # Not square, so a swapped x / y or H / W shows up.
 HEIGHT, WIDTH = 40, 56
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +18,17 @@ def image() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(model, image) -> Sam2Reference:
-    ref = Sam2Reference(model)
+def reference(sam2_tiny, image) -> Sam2Reference:
+    ref = Sam2Reference(sam2_tiny)
     ref.set_image(image)
     return ref
 
 
 @pytest.fixture(scope="module")
-def direct_predictor(model, image):
+def direct_predictor(sam2_tiny, image):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    predictor = SAM2ImagePredictor(model.module)
+    predictor = SAM2ImagePredictor(sam2_tiny.module)
     predictor.set_image(image)
     return predictor
 
@@ -92,13 +86,13 @@ def test_no_prompts_gives_empty_candidates(reference):
     assert cands.iou.shape == cands.scores.shape == cands.class_ids.shape == (0,)
 
 
-def test_predict_before_set_image_fails(model):
+def test_predict_before_set_image_fails(sam2_tiny):
     with pytest.raises(RuntimeError, match="set_image"):
-        Sam2Reference(model).predict(_prompts())
+        Sam2Reference(sam2_tiny).predict(_prompts())
 
 
-def test_rejects_non_rgb_uint8_image(model):
-    ref = Sam2Reference(model)
+def test_rejects_non_rgb_uint8_image(sam2_tiny):
+    ref = Sam2Reference(sam2_tiny)
     with pytest.raises(ValueError, match="uint8"):
         ref.set_image(np.zeros((HEIGHT, WIDTH), np.uint8))
     with pytest.raises(ValueError, match="uint8"):

@@ -28,3 +28,18 @@ class Backend(Protocol):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph on named inputs; returns every output by name."""
+
+
+class GraphSpecs:
+    """input_specs / output_specs of a Backend implementation that keeps them in `_inputs` / `_outputs`."""
+
+    _inputs: tuple[TensorSpec, ...]
+    _outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from clipsam.engine.backends.base import TensorSpec
+from clipsam.engine.backends.base import GraphSpecs, TensorSpec
 from clipsam.engine.errors import ClipsamError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -39,7 +39,7 @@ def choose_providers(requested: str = "auto") -> list[str]:
     return wanted
 
 
-class OrtGraph:
+class OrtGraph(GraphSpecs):
     """An onnxruntime session behind the Backend protocol."""
 
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None):
@@ -55,14 +55,6 @@ class OrtGraph:
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [spec.name for spec in self._outputs]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsam.engine.backends.base import TensorSpec
+from clipsam.engine.backends.base import GraphSpecs, TensorSpec
 from clipsam.engine.errors import ClipsamError
 
 PRECISIONS = ("fp32", "bf16")
@@ -47,7 +47,7 @@ def fast_precision() -> str:
     return "bf16" if "BF16" in cpu_capabilities() else "fp32"
 
 
-class OvGraph:
+class OvGraph(GraphSpecs):
     """An OpenVINO CPU compiled model behind the Backend protocol.
 
     path: an exported .onnx graph. precision: "fp32" or "bf16" (raises ClipsamError where the CPU has no
@@ -83,14 +83,6 @@ class OvGraph:
     def precision(self) -> str:
         """The execution precision the plugin applied ("f32" or "bf16")."""
         return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Named numpy inputs → every output by name (fresh arrays, not views of the request's buffers)."""

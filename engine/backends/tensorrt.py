@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsam.engine.backends.base import TensorSpec
+from clipsam.engine.backends.base import GraphSpecs, TensorSpec
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.manifest import Manifest, file_digest
 
@@ -146,7 +146,7 @@ def _within(shape: tuple[int, ...], bounds: list[list[int]]) -> bool:
     return len(shape) == len(low) and all(lo <= s <= hi for s, lo, hi in zip(shape, low, high, strict=True))
 
 
-class TrtGraph:
+class TrtGraph(GraphSpecs):
     """A TensorRT engine behind the Backend protocol; numpy in, numpy out, device copies on one stream."""
 
     def __init__(self, engine_path: Path | str, manifest_entry: dict, device: int = 0):
@@ -165,14 +165,6 @@ class TrtGraph:
         self._contexts: dict[int, object] = {}
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._inputs, self._outputs = _io_specs(trt, self.engine, manifest_entry)
-
-    @property
-    def input_specs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_specs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy feeds to the device, run the engine on the profile that fits, copy every output back."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent
-GOLDEN_DIR = REPO.parent / "shared" / "golden" / "sclip"
+GOLDEN_DIR = REPO / "tests" / "data" / "golden"  # see its README: how the files were produced
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,9 +29,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     if not (GOLDEN_DIR / "sclip_golden_outputs.npz").is_file():
-        pytest.fail(
-            f"golden SCLIP outputs not found at {GOLDEN_DIR} (shared/ must sit beside the repository)"
-        )
+        pytest.fail(f"golden SCLIP outputs missing from {GOLDEN_DIR} (part of the repository)")
     return GOLDEN_DIR
 
 

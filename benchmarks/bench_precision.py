@@ -34,10 +34,6 @@ HEIGHT, WIDTH, CROPS = 480, 640, 6
 DECODER_CASES = {"decoder_b16": (16, 16), "decoder_b64": (64, 32)}  # prompts, chunk
 MECHANISMS = ("openvino_fp32", "openvino_fast", "onnxruntime_int8")
 MIN_MASK_IOU = 0.99  # issue 5: per segment, fast mode vs fp32
-# The golden tiny CLIP (shared/ sits beside the repository), for the cheap correctness run.
-GOLDEN_TINY_CLIP = (
-    Path(__file__).resolve().parents[2] / "shared" / "golden" / "sclip" / "sclip_tiny_openai_format.pt"
-)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ def bench(
         str,
         typer.Option(
             "--backend",
-            help="torch, onnxruntime, onnxruntime-faithful, onnxruntime-int8 or openvino "
+            help="torch, onnxruntime, onnxruntime-faithful, onnxruntime-fast (--precision fast), "
+            "onnxruntime-int8, onnxruntime-bf16 or openvino "
             "[default: onnxruntime with --artifacts, else torch]",
         ),
     ] = "auto",
@@ -235,6 +236,8 @@ def _side(result: dict) -> str:
 
 
 def _summary(record: dict) -> Table:
+    from clipsam.engine.bench_record import machine_class
+
     ours, machine, memory = record["ours"], record["machine"], record["memory"]
     grid = Table.grid(padding=(0, 2))
     rows = [
@@ -246,7 +249,7 @@ def _summary(record: dict) -> Table:
         ("weights", f"{ours['models']['clip']['weights']} / {ours['models']['sam2']['weights']}"),
         ("images", f"{record['config']['images']}, {record['config']['runs']} runs"),
         ("peak RSS", f"{memory['peak_rss_mb']:.0f} MiB (process)"),
-        ("machine", f"{machine['cpu_model']}, {machine['usable_cores']} cores, AMX {machine['amx_bf16']}"),
+        ("machine", f"{machine_class(machine)}, AMX {machine['amx_bf16']}"),
         ("versions", ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v)),
     ]
     if memory["gpu_peak_mb"] is not None:
@@ -261,6 +264,8 @@ def _summary(record: dict) -> Table:
 
 
 def _print_gate(gate) -> None:
+    from clipsam.engine.bench_record import MIN_GATED_MS
+
     for warning in gate.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")
     table = Table("stage", "figure", "baseline", "now", "change", title="baseline check")
@@ -274,6 +279,11 @@ def _print_gate(gate) -> None:
             f"{check.change:+.1%} {verdict}",
         )
     stdout.print(table)
+    if gate.not_gated:
+        stdout.print(
+            f"not gated (p50 under {MIN_GATED_MS:g} ms in both records): {', '.join(gate.not_gated)}",
+            soft_wrap=True,
+        )
     if gate.regressed:
         stderr.print(f"clipsam: regression beyond {gate.max_regression:.0%} against the baseline")
 

@@ -2,82 +2,53 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from clipsam.cli import eval_options as eo
+from clipsam.cli import model_options as mo
+from clipsam.cli.clipsam_command import ClipsamCommand
+from clipsam.cli.eval_options import EvalBackend, EvalMode
+from clipsam.cli.segment_options import ClipCkptOpt, RandomOpt, given
 from clipsam.engine.errors import ClipsamError
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)
 
 
-class EvalMode(enum.StrEnum):
-    dense = "dense"
-    prompted_sam = "prompted-sam"
-    sam_vote = "sam-vote"
-
-
-class EvalBackend(enum.StrEnum):
-    torch = "torch"
-    onnxruntime = "onnxruntime"
-
-
 def eval_command(
-    dataset: Annotated[
-        str,
-        typer.Option(
-            "--dataset",
-            help="voc21, voc20, context60, context59, coco-object, coco-stuff164k, cityscapes or ade20k.",
-        ),
-    ],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder holding the benchmarks.")] = Path(
-        "data/benchmarks"
-    ),
-    mode: Annotated[EvalMode, typer.Option("--mode", help="dense: SCLIP; prompted-sam; sam-vote.")] = (
-        EvalMode.dense
-    ),
-    use_pamr: Annotated[bool, typer.Option("--use-pamr", help="PAMR (10 steps, dilations 8, 16).")] = False,
-    backend: Annotated[
-        EvalBackend, typer.Option("--backend", help="torch or onnxruntime.")
-    ] = EvalBackend.torch,
-    artifacts: Annotated[
-        Path | None, typer.Option("--artifacts", help="Exported artifacts folder (--backend onnxruntime).")
-    ] = None,
-    clip_checkpoint: Annotated[
-        Path | None, typer.Option("--clip-checkpoint", help="OpenAI-format or open_clip CLIP ViT-B/16 file.")
-    ] = None,
-    sam_model: Annotated[str, typer.Option("--sam-model", help="SAM2 model name.")] = "sam2.1-hiera-tiny",
-    sam_checkpoint: Annotated[Path | None, typer.Option("--sam-checkpoint", help="SAM2 checkpoint.")] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Seeded random weights (plumbing only, not real scores).")
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --random-weights.")] = 0,
-    num_samples: Annotated[
-        int | None, typer.Option("--num-samples", min=1, help="Evaluate only the first N images.")
-    ] = None,
-    save_vis: Annotated[
-        bool, typer.Option("--save-vis", help="Write image | GT | prediction pictures.")
-    ] = False,
-    output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", help="[default: eval_results/DATASET-MODE]")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (torch backend).")] = "auto",
-    min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="prompted-sam: minimum region confidence.")
-    ] = 0.7,
-    max_prompts: Annotated[
-        int | None, typer.Option(min=1, help="prompted-sam: at most this many prompts per image.")
-    ] = None,
-    vote_points: Annotated[
-        int, typer.Option(min=1, help="sam-vote: points per side of the SAM2 prompt grid.")
-    ] = 16,
+    ctx: typer.Context,
+    dataset: eo.DatasetOpt,
+    data_dir: eo.DataDirOpt = Path("data/benchmarks"),
+    num_samples: eo.NumSamplesOpt = None,
+    mode: eo.ModeOpt = EvalMode.dense,
+    use_sam: eo.UseSamOpt = False,
+    model: eo.ModelOpt = "ViT-B/16",
+    logit_scale: eo.LogitScaleOpt = None,
+    slide_inference: eo.SlideInferenceOpt = False,
+    slide_crop: eo.SlideCropOpt = None,
+    slide_stride: eo.SlideStrideOpt = None,
+    use_pamr: eo.UsePamrOpt = False,
+    output_dir: eo.OutputDirOpt = None,
+    save_vis: eo.SaveVisOpt = False,
+    resume: eo.ResumeOpt = False,
+    backend: eo.BackendOpt = EvalBackend.torch,
+    artifacts: eo.ArtifactsOpt = None,
+    clip_checkpoint: ClipCkptOpt = None,
+    random_weights: RandomOpt = False,
+    seed: eo.SeedOpt = 0,
+    device: eo.DeviceOpt = "auto",
+    sam_model: eo.SamModelOpt = mo.DEFAULT_SAM,
+    checkpoint: eo.SamCheckpointOpt = None,
+    min_confidence: eo.MinConfidenceOpt = 0.7,
+    max_prompts: eo.MaxPromptsOpt = None,
+    vote_points: eo.VotePointsOpt = 16,
 ) -> None:
-    """Score SCLIP (and SAM2 refinement) on a benchmark with the published protocol: mIoU, aAcc, mAcc."""
+    """Score SCLIP (and SAM2 refinement) on a benchmark with the published protocol: mIoU, pixel accuracy,
+    mean accuracy, time per image; writes results.json, summary.txt (and visualizations/)."""
     from clipsam.engine import datasets
     from clipsam.engine.dense_clip import PRESETS
     from clipsam.engine.eval_modes import ModePredictor
@@ -85,36 +56,36 @@ def eval_command(
 
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ClipsamError(f"unknown --device '{device}'; use auto, cpu or cuda")
-    data = datasets.open_dataset(dataset, data_dir)
-    vocabulary = datasets.benchmark_vocabulary(dataset)
+    eo.check_clip_model(model)
+    mode = eo.resolve_mode(mode, given(ctx, "mode"), use_sam)
+    name = datasets.get_spec(dataset).name
+    config_dense = eo.dense_config(PRESETS[name], logit_scale, slide_crop, slide_stride)
+    data = datasets.open_dataset(name, data_dir)
+    vocabulary = datasets.benchmark_vocabulary(name)
     output_dir = output_dir or Path("eval_results") / f"{dataset}-{mode.value}{'-pamr' if use_pamr else ''}"
     _check_output_dir(output_dir)
+    stdout.print(eo.header(dataset, data, num_samples, model, mode, use_pamr), highlight=False)
     dense, masks, models, is_random = _backends(
-        mode, backend, artifacts, clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device
+        mode, backend, artifacts, clip_checkpoint, sam_model, checkpoint, random_weights, seed, device
     )
     options = SegmentOptions(min_confidence=min_confidence, max_prompts=max_prompts)
     predictor = ModePredictor(
-        dense, masks, vocabulary, PRESETS[dataset], mode=mode.value, use_pamr=use_pamr,
+        dense, masks, vocabulary, config_dense, mode=mode.value, use_pamr=use_pamr,
         has_background=data.spec.has_background, options=options, vote_points_per_side=vote_points,
     )  # fmt: skip
-    config = {
-        "mode": mode.value,
-        "use_pamr": use_pamr,
-        "dense_config": dict(vars(PRESETS[dataset])),
-        "models": models,
-        "num_samples": num_samples,
-        "segment_options": dict(vars(options)) if mode is EvalMode.prompted_sam else None,
-        "vote_points_per_side": vote_points if mode is EvalMode.sam_vote else None,
-    }
+    config = eo.run_config(mode, use_pamr, config_dense, models, num_samples, options, vote_points)
     if is_random:
         stderr.print("[yellow]warning:[/] random weights: the scores are not real accuracy")
     result = _run(
         data, predictor, output_dir, vocabulary.class_names, config, num_samples, resume, save_vis, is_random
     )
     metrics = result.metrics
+    stdout.print(eo.results_text(metrics, result.timings_ms.get("total", 0.0) / 1000), highlight=False)
     stdout.print(
-        f"{dataset} {mode.value}: mIoU {metrics.miou:.2f}  aAcc {metrics.aacc:.2f}  mAcc {metrics.macc:.2f} "
-        f"over {result.num_images} images; wrote {output_dir}/results.json and summary.txt"
+        f"{name} {mode.value}: mIoU {metrics.miou:.2f}  aAcc {metrics.aacc:.2f}  mAcc {metrics.macc:.2f} "
+        f"over {result.num_images} images; wrote {output_dir}/results.json and summary.txt",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -163,27 +134,29 @@ def _backends(
         return pipeline.dense_backend, pipeline.mask_backend, pipeline.models, pipeline.random_weights
     if artifacts is not None:
         raise ClipsamError("--artifacts is for --backend onnxruntime; drop it or add --backend onnxruntime")
-    from clipsam.cli import model_options as mo
     from clipsam.engine.backends.torch_reference import load_dense_backend, load_sam2, resolve_device
     from clipsam.engine.backends.torch_sam2 import Sam2Reference
 
     sam_name = mo.get_model(sam_model, "sam2").name
-    clip_path = None if random_weights else mo.require_checkpoint(clip_checkpoint, mo.CLIP_NAME, "CLIP")
+    clip_path, clip_random = mo.checkpoint_or_random(clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights)
     needs_sam = mode is not EvalMode.dense
-    sam_path = (
-        None if random_weights or not needs_sam else mo.require_checkpoint(sam_checkpoint, sam_name, "SAM2")
+    sam_path, sam_random = (
+        mo.checkpoint_or_random(sam_checkpoint, sam_name, "SAM2", random_weights)
+        if needs_sam
+        else (None, True)
     )
     choice = mo.ModelChoice(
-        clip_path, random_weights, sam_name, sam_path, random_weights, seed, resolve_device(device)
+        clip_path, clip_random, sam_name, sam_path, sam_random, seed, resolve_device(device)
     )
     dense = load_dense_backend(choice)
-    models = {"clip": {"name": mo.CLIP_NAME, "weights": dense.weights_id}, "backend": "torch"}
+    clip_entry = {"name": mo.CLIP_NAME, "weights": dense.weights_id, "random_weights": dense.random_weights}
+    models = {"clip": clip_entry, "backend": "torch"}
     masks = None
     if needs_sam:
         sam = load_sam2(choice)
         masks = Sam2Reference(sam)
-        models["sam2"] = {"name": sam.name, "weights": sam.weights_id}
-    return dense, masks, models, random_weights
+        models["sam2"] = {"name": sam.name, "weights": sam.weights_id, "random_weights": sam.random_weights}
+    return dense, masks, models, dense.random_weights or (needs_sam and sam_random)
 
 
 def convert_coco_object(
@@ -214,5 +187,5 @@ def convert_coco_object(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval", cls=ClipsamCommand)(eval_command)
     app.command("convert-coco-object")(convert_coco_object)

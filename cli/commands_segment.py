@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,28 @@ from rich.console import Console
 from rich.table import Table
 
 from clipsam.cli import model_options as mo
+from clipsam.cli import segment_options as so
+from clipsam.cli import segment_points as sp
+from clipsam.cli.clipsam_command import ClipsamCommand
+from clipsam.cli.segment_edit import edited_picture, inpaint_request
+from clipsam.cli.segment_options import (
+    ArtifactsOpt,
+    BackendOpt,
+    ClassFileOpt,
+    ClipCkptOpt,
+    DeviceOpt,
+    EditMode,
+    ImageOpt,
+    MaxPixelsOpt,
+    PrecisionOpt,
+    ProvidersOpt,
+    RandomOpt,
+    SamModelOpt,
+    SeedOpt,
+    VocabOpt,
+)
 from clipsam.engine.errors import ClipsamError, VocabularyError
+from clipsam.engine.image_io import DEFAULT_MAX_PIXELS
 from clipsam.engine.manifest import check_precision
 from clipsam.engine.types import SegmentationResult
 
@@ -20,128 +40,64 @@ stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)
 
 
-class EditMode(enum.StrEnum):
-    segment = "segment"
-    replace = "replace"
-    remove = "remove"
-
-
-ImageOpt = Annotated[Path, typer.Option("--image", "-i", help="Input image (PNG / JPEG / …).")]
-VocabOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--vocabulary",
-        "-V",
-        help="A class name (repeat for several; 'background' adds SCLIP's background class).",
-    ),
-]
-ClassFileOpt = Annotated[
-    Path | None, typer.Option("--class-file", help="One class per line, synonyms separated by ', '.")
-]
-ClipCkptOpt = Annotated[
-    Path | None, typer.Option("--clip-checkpoint", help="OpenAI-format or open_clip CLIP file.")
-]
-RandomOpt = Annotated[
-    bool, typer.Option("--random-weights", help="Seeded random weights of the real architectures (no files).")
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of --random-weights.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (torch backend).")]
-BackendOpt = Annotated[
-    str,
-    typer.Option("--backend", help="torch (the pure PyTorch reference) or onnxruntime (needs --artifacts)."),
-]
-ArtifactsOpt = Annotated[Path | None, typer.Option("--artifacts", help="Folder made by `clipsam export`.")]
-ProvidersOpt = Annotated[str, typer.Option("--providers", help="onnxruntime providers: auto or a list.")]
-PrecisionOpt = Annotated[
-    str,
-    typer.Option(
-        "--precision",
-        help="exact (fp32) or fast (onnxruntime, int8 SAM2 encoder from `clipsam export --int8`).",
-    ),
-]
-SamModelOpt = Annotated[str, typer.Option("--sam-model", help="SAM2 model name (see `clipsam models`).")]
-
-
 def segment(
+    ctx: typer.Context,
     image: ImageOpt,
     vocabulary: VocabOpt = None,
     class_file: ClassFileOpt = None,
-    prompt: Annotated[
-        str | None, typer.Option("--prompt", help="Class to edit (and to keep, with --edit segment).")
-    ] = None,
-    edit: Annotated[
-        EditMode,
-        typer.Option("--edit", help="segment: overlay; replace: mask or new content; remove: erase."),
-    ] = EditMode.segment,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output picture (.png / .jpg).")] = Path(
-        "output.png"
-    ),
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write COCO-RLE results here.")] = None,
-    min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Minimum mean top-class probability of a region.")
-    ] = 0.7,
-    min_region_size: Annotated[
-        int, typer.Option(min=0, help="Minimum region / mask size in image pixels.")
-    ] = 100,
-    iou_threshold: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Same-class masks above this IoU are duplicates.")
-    ] = 0.8,
-    max_prompts: Annotated[
-        int | None, typer.Option(min=1, help="Keep at most this many (most confident) prompts.")
-    ] = None,
-    use_boxes: Annotated[bool, typer.Option("--use-boxes", help="Also give SAM2 each region's box.")] = False,
+    prompt: so.PromptOpt = None,
+    edit: so.EditOpt = EditMode.segment,
+    output: so.OutputOpt = so.DEFAULT_OUTPUT,
+    json_path: so.JsonOpt = None,
+    min_confidence: so.MinConfidenceOpt = 0.7,
+    min_region_size: so.MinRegionOpt = 100,
+    iou_threshold: so.IouOpt = 0.8,
+    max_prompts: so.MaxPromptsOpt = None,
+    use_boxes: so.UseBoxesOpt = False,
     device: DeviceOpt = "auto",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="SAM2 checkpoint file.")] = None,
-    model_cfg: Annotated[
-        str | None, typer.Option("--model-cfg", help="SAM2 config, e.g. configs/sam2.1/sam2.1_hiera_t.yaml.")
-    ] = None,
-    sam_model: SamModelOpt = "sam2.1-hiera-tiny",
+    checkpoint: so.CheckpointOpt = None,
+    model_cfg: so.ModelCfgOpt = None,
+    sam_model: SamModelOpt = mo.DEFAULT_SAM,
     clip_checkpoint: ClipCkptOpt = None,
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = None,
     artifacts: ArtifactsOpt = None,
     providers: ProvidersOpt = "auto",
     precision: PrecisionOpt = "exact",
     random_weights: RandomOpt = False,
     seed: SeedOpt = 0,
-    use_inpainting: Annotated[
-        bool, typer.Option("--use-inpainting", help="remove / replace with Stable Diffusion inpainting.")
-    ] = False,
-    edit_prompt: Annotated[str | None, typer.Option("--edit-prompt", help="What to paint (replace).")] = None,
-    inpaint_model: Annotated[
-        str | None, typer.Option("--inpaint-model", help="diffusers inpainting model id or folder.")
-    ] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 30,
-    guidance_scale: Annotated[float, typer.Option(min=0.0, help="Classifier-free guidance.")] = 7.5,
-    strength: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="How much of the region is repainted.")
-    ] = 1.0,
-    allow_download: Annotated[
-        bool, typer.Option("--allow-download", help="Let diffusers download the inpainting model.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print per-stage timings.")] = False,
+    use_inpainting: so.UseInpaintingOpt = False,
+    edit_prompt: so.EditPromptOpt = None,
+    inpaint_model: so.InpaintModelOpt = None,
+    steps: so.StepsOpt = 30,
+    guidance_scale: so.GuidanceOpt = 7.5,
+    strength: so.StrengthOpt = 1.0,
+    allow_download: so.AllowDownloadOpt = False,
+    verbose: so.VerboseOpt = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    points: sp.PointsOpt = None,
+    boxes: sp.BoxesOpt = None,
 ) -> None:
     """Segment the vocabulary's classes in an image: overlay / mask / edit picture and COCO-RLE JSON."""
     from clipsam.engine import image_io
     from clipsam.engine.pipeline import SegmentOptions
 
-    mo.check_backend(backend, artifacts)
+    backend = so.resolve_backend(ctx, backend, artifacts)
     check_precision(precision, backend)
-    sam_name = mo.sam_name_from_cfg(model_cfg) if model_cfg else mo.get_model(sam_model, "sam2").name
+    if points or boxes:  # SAM2 alone on the given prompts (cli/segment_points.py)
+        given = {"--vocabulary": bool(vocabulary), "--class-file": class_file is not None}
+        given.update({"--prompt": prompt is not None, "--use-boxes": use_boxes, "--max-prompts": max_prompts})
+        sp.check_no_conflicts({**given, "--use-inpainting": use_inpainting})
+        run = {"artifacts": artifacts, "backend": backend, "providers": providers, "precision": precision}
+        outputs = {"output": output, "json_path": json_path, "edit": edit.value, "verbose": verbose}
+        sp.segment_given_prompts(image=image, points=points, boxes=boxes, **run, **outputs)
+        return
+    sam_name = mo.sam_name(sam_model, model_cfg, so.given(ctx, "sam_model"))
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)
-    inpaint = _inpaint_request(
-        use_inpainting,
-        edit,
-        edit_prompt,
-        inpaint_model,
-        steps,
-        guidance_scale,
-        strength,
-        allow_download,
-        seed,
-        device,
-    )
-    picture_in = image_io.load_image(image)
+    settings = {"steps": steps, "guidance_scale": guidance_scale, "strength": strength, "seed": seed}
+    settings.update({"allow_download": allow_download, "device": device})
+    inpaint = inpaint_request(use_inpainting, edit, edit_prompt, inpaint_model, settings)
+    picture_in = image_io.load_image(image, max_pixels)
     image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
@@ -150,14 +106,17 @@ def segment(
         choice = _model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
         result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
     else:
+        asked_sam = sam_name if so.given(ctx, "sam_model") else None
         result = _run_segment(
-            lambda: _artifact_pipeline(artifacts, backend, providers, precision), picture_in, vocab, options
+            lambda: _artifact_pipeline(artifacts, backend, providers, precision, asked_sam),
+            picture_in,
+            vocab,
+            options,
         )
     if target is not None and edit is EditMode.segment:
         result = _only_class(result, target)
-    picture = _edited_picture(
-        picture_in, result, edit, target, inpaint, random_weights or result.random_weights
-    )
+    stand_in = random_weights or result.random_weights  # no weights named or found: random ones stand in
+    picture = edited_picture(picture_in, result, edit, target, inpaint, stand_in)
     _write_outputs(picture, result, output, json_path, image)
     _report(result, output, json_path, verbose, options)
 
@@ -181,6 +140,7 @@ def dense(
         float | None, typer.Option(min=0.0, max=1.0, help="Drop small foreground classes.")
     ] = None,
     device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """SCLIP's dense class map alone, saved as .npz (probs after synonym max and area_thd, pred)."""
     from clipsam.engine import image_io
@@ -188,16 +148,16 @@ def dense(
     from clipsam.engine.dense_clip import DenseConfig
 
     vocab = _vocabulary(vocabulary, class_file)
-    picture_in = image_io.load_image(image)
+    picture_in = image_io.load_image(image, max_pixels)
     image_io.check_writable(out, (".npz",))
     try:
         config = DenseConfig(short_side, slide_crop, slide_stride, logit_scale, prob_thd, area_thd)
     except ValueError as err:
         raise ClipsamError(str(err)) from err
-    clip_path = None if random_weights else mo.require_checkpoint(clip_checkpoint, mo.CLIP_NAME, "CLIP")
+    clip_path, clip_random = mo.checkpoint_or_random(clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights)
     # SAM2 is not built by `dense`; its fields keep their defaults.
     choice = mo.ModelChoice(
-        clip_checkpoint=clip_path, clip_random=random_weights, seed=seed, device=_device(device)
+        clip_checkpoint=clip_path, clip_random=clip_random, seed=seed, device=_device(device)
     )
     with stderr.status("SCLIP dense map"):
         backend = load_dense_backend(choice)
@@ -243,9 +203,10 @@ def demo(
     sam_path, sam_random = mo.available_or_random(None, name)
     clip_random, sam_random = clip_random or random_weights, sam_random or random_weights
     if clip_random or sam_random:
+        which = " + ".join(label for label, random in (("CLIP", clip_random), ("SAM2", sam_random)) if random)
         stderr.print(
-            "[yellow]warning:[/] no checkpoints found (or --random-weights): "
-            "random weights, not real predictions"
+            f"[yellow]warning:[/] no checkpoint found (or --random-weights): {which} random weights, "
+            "not real predictions"
         )
     choice = mo.ModelChoice(clip_path, clip_random, name, sam_path, sam_random, seed, _device(device))
     picture_in = demo_scene()
@@ -255,22 +216,22 @@ def demo(
         min_confidence = 0.0 if clip_random else 0.7
     options = SegmentOptions(min_confidence=min_confidence, max_prompts=max_prompts)
     result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
-    picture = _edited_picture(picture_in, result, EditMode.segment, None, None, result.random_weights)
+    picture = edited_picture(picture_in, result, EditMode.segment, None, None, result.random_weights)
     _write_outputs(picture, result, output, json_path, Path("<demo scene>"))
     _report(result, output, json_path, True, options)
 
 
 def _vocabulary(words: list[str] | None, class_file: Path | None):
-    from clipsam.engine.pipeline import vocabulary_from_words
-    from clipsam.engine.vocabulary import Vocabulary
+    """The user's classes, from --vocabulary or --class-file under one rule (engine/vocabulary.py)."""
+    from clipsam.engine.vocabulary import user_class_file, user_vocabulary
 
     if class_file is not None and words:
         raise VocabularyError("give either --class-file or --vocabulary, not both")
     if class_file is not None:
-        return Vocabulary.from_file(class_file)
+        return user_class_file(class_file)
     if not words:
-        raise VocabularyError("the vocabulary is empty: give --vocabulary NAME (repeatable) or --class-file")
-    return vocabulary_from_words(words)
+        raise VocabularyError("the vocabulary is empty: give --vocabulary NAME [NAME ...] or --class-file")
+    return user_vocabulary(words)
 
 
 def _edit_target(class_names: tuple[str, ...], prompt: str | None, edit: EditMode) -> str | None:
@@ -281,7 +242,8 @@ def _edit_target(class_names: tuple[str, ...], prompt: str | None, edit: EditMod
     for name in class_names:
         if name.lower() == prompt.strip().lower():
             return name
-    raise VocabularyError(f"--prompt '{prompt}' is not in the vocabulary ({', '.join(class_names)})")
+    names = ", ".join(repr(name) for name in class_names)
+    raise VocabularyError(f"--prompt {prompt!r} is not in the vocabulary ({names})")
 
 
 def _device(device: str) -> str:
@@ -299,11 +261,10 @@ def _device(device: str) -> str:
 
 
 def _model_choice(sam_name, sam_ckpt, clip_ckpt, random_weights, seed, device) -> mo.ModelChoice:
-    if random_weights:
-        return mo.ModelChoice(None, True, sam_name, None, True, seed, _device(device))
-    clip_path = mo.require_checkpoint(clip_ckpt, mo.CLIP_NAME, "CLIP")
-    sam_path = mo.require_checkpoint(sam_ckpt, sam_name, "SAM2")
-    return mo.ModelChoice(clip_path, False, sam_name, sam_path, False, seed, _device(device))
+    """Each model's named checkpoint, else its downloaded one, else (with --random-weights) random."""
+    clip_path, clip_random = mo.checkpoint_or_random(clip_ckpt, mo.CLIP_NAME, "CLIP", random_weights)
+    sam_path, sam_random = mo.checkpoint_or_random(sam_ckpt, sam_name, "SAM2", random_weights)
+    return mo.ModelChoice(clip_path, clip_random, sam_name, sam_path, sam_random, seed, _device(device))
 
 
 def _reference_pipeline(choice):
@@ -312,10 +273,16 @@ def _reference_pipeline(choice):
     return build_reference_pipeline(choice)
 
 
-def _artifact_pipeline(artifacts: Path, backend: str, providers: str, precision: str = "exact"):
+def _artifact_pipeline(
+    artifacts: Path, backend: str, providers: str, precision: str = "exact", sam_name: str | None = None
+):
+    """The pipeline on exported graphs; with `sam_name` (--sam-model given), the artifacts must hold it."""
     from clipsam.engine.pipeline import Pipeline
 
-    return Pipeline.from_artifacts(artifacts, backend, providers, precision=precision)
+    pipeline = Pipeline.from_artifacts(artifacts, backend, providers, precision=precision)
+    if sam_name is not None:
+        so.check_artifacts_model(pipeline.models, sam_name)
+    return pipeline
 
 
 def _run_segment(build_pipeline, image: np.ndarray, vocab, options) -> SegmentationResult:
@@ -324,11 +291,11 @@ def _run_segment(build_pipeline, image: np.ndarray, vocab, options) -> Segmentat
         result = pipeline.segment(
             image, vocab, options, progress=lambda stage: status.update(f"stage: {stage}")
         )
-    if result.timings_ms.get("num_prompts", 0) == 0:
+    if result.counts.get("prompts", 0) == 0:
         stderr.print(
-            "[yellow]warning:[/] no prompts found: no region reached "
-            f"--min-confidence {options.min_confidence} "
-            f"and --min-region-size {options.min_region_size}; lower them to get segments"
+            "[yellow]WARNING:[/] No prompts found! Try lowering --min-confidence "
+            f"(no region reached --min-confidence {options.min_confidence} "
+            f"and --min-region-size {options.min_region_size}); the result is empty"
         )
     return result
 
@@ -339,92 +306,33 @@ def _only_class(result: SegmentationResult, class_name: str) -> SegmentationResu
     return replace(result, segments=tuple(s for s in result.segments if s.class_name == class_name))
 
 
-def _inpaint_request(
-    use, edit: EditMode, edit_prompt, model, steps, guidance, strength, allow_download, seed, device
-):
-    """Validated inpainting options (before any model runs), or None when not inpainting."""
-    if not use:
-        if edit_prompt is not None:
-            raise ClipsamError("--edit-prompt needs --use-inpainting")
-        return None
-    from clipsam.engine.edit import DEFAULT_INPAINT_MODEL, InpaintOptions, check_edit_request
-
-    if edit is EditMode.segment:
-        raise ClipsamError("--use-inpainting needs --edit remove or --edit replace")
-    check_edit_request(edit.value, edit_prompt)
-    options = InpaintOptions(
-        model=model or DEFAULT_INPAINT_MODEL,
-        allow_download=allow_download,
-        steps=steps,
-        guidance_scale=guidance,
-        strength=strength,
-        seed=seed,
-        device=device,
-    )
-    return options, edit_prompt
-
-
-def _edited_picture(image, result, edit: EditMode, target, inpaint, random_weights: bool) -> np.ndarray:
-    from clipsam.engine import render
-
-    if edit is EditMode.segment:
-        return render.overlay(image, result)
-    mask = render.target_mask(result, target)
-    if inpaint is None:
-        return render.mask_picture(mask) if edit is EditMode.replace else render.blacken(image, mask)
-    return _inpaint(image, mask, edit, inpaint, random_weights)
-
-
-def _inpaint(image, mask, edit: EditMode, inpaint, random_weights: bool) -> np.ndarray:
-    from rich.progress import Progress
-
-    from clipsam.engine.edit import inpaint_edit, random_inpaint_pipeline, random_prompt_embeddings
-
-    options, edit_prompt = inpaint
-    pipeline = embeds = None
-    if random_weights:
-        # Random segmentation weights: the inpainting model is a seeded random one too (labelled output).
-        pipeline = random_inpaint_pipeline(options.seed)
-        embeds = random_prompt_embeddings(pipeline, edit_prompt or "", options.seed)
-        stderr.print("[yellow]warning:[/] random weights: inpainting with a random tiny diffusion model")
-    with Progress(console=stderr, transient=True) as bar:
-        task = bar.add_task("inpainting", total=options.steps)
-        return inpaint_edit(
-            image,
-            mask,
-            mode=edit.value,
-            edit_prompt=edit_prompt,
-            options=options,
-            progress=lambda step, total: bar.update(task, completed=step, total=total),
-            pipeline=pipeline,
-            prompt_embeds=embeds,
-        )
-
-
 def _write_outputs(picture: np.ndarray, result, output: Path, json_path: Path | None, source: Path) -> None:
     from clipsam.engine import outputs
 
-    outputs.write_picture(output, picture)
-    if json_path is not None:
-        outputs.write_json(json_path, outputs.result_to_json(result, str(source)))
+    record = outputs.result_to_json(result, str(source)) if json_path is not None else None
+    outputs.write_results(output, picture, json_path, record)  # both files or neither
 
 
 def _report(result: SegmentationResult, output: Path, json_path: Path | None, verbose: bool, options) -> None:
+    from clipsam.engine.render import random_model_labels
+
     counts: dict[str, int] = {}
     for seg in result.segments:
         counts[seg.class_name] = counts.get(seg.class_name, 0) + 1
     summary = ", ".join(f"{name} ×{n}" for name, n in counts.items()) or "none"
-    label = " [RANDOM WEIGHTS]" if result.random_weights else ""
+    which = ", ".join(random_model_labels(result.models))  # e.g. "SAM2": the models with random weights
+    label = f" [RANDOM WEIGHTS{': ' + which if which else ''}]" if result.random_weights else ""
     stdout.print(f"{len(result.segments)} segments{label}: {summary}")
     stdout.print(f"wrote {output}" + (f" and {json_path}" if json_path else ""))
     if verbose:
         table = Table("stage", "ms", title="per-stage wall time")
         for stage, value in result.timings_ms.items():
-            table.add_row(stage, f"{value:.0f}" if not stage.startswith("num_") else f"{int(value)} (count)")
+            table.add_row(stage, f"{value:.0f}")
         stdout.print(table)
+        stdout.print(", ".join(f"{name}: {count}" for name, count in result.counts.items()))
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(segment)
-    app.command()(dense)
-    app.command()(demo)
+    app.command(cls=ClipsamCommand)(segment)
+    app.command(cls=ClipsamCommand)(dense)
+    app.command(cls=ClipsamCommand)(demo)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipsam.engine.errors import CheckpointError, ClipsamError
-from clipsam.engine.model_choice import ModelChoice
+from clipsam.engine.model_choice import DEFAULT_SAM, ModelChoice
 from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 
-__all__ = ["ModelChoice", "get_model"]
+__all__ = ["DEFAULT_SAM", "ModelChoice", "get_model"]
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
@@ -33,6 +33,20 @@ def sam_name_from_cfg(model_cfg: str) -> str:
     raise ClipsamError(f"unknown --model-cfg '{model_cfg}'; choose one of: {known}")
 
 
+def sam_name(sam_model: str, model_cfg: str | None, sam_model_given: bool) -> str:
+    """The SAM2 registry name from --sam-model or the original's --model-cfg; an error when both are given
+    and name different models."""
+    from_model = get_model(sam_model, "sam2").name
+    if model_cfg is None:
+        return from_model
+    from_cfg = sam_name_from_cfg(model_cfg)
+    if sam_model_given and from_cfg != from_model:
+        raise ClipsamError(
+            f"--model-cfg {model_cfg} is {from_cfg}, but --sam-model says {from_model}: give one of them"
+        )
+    return from_cfg
+
+
 def default_checkpoint(name: str) -> Path:
     from clipsam.export.download import checkpoint_path
 
@@ -48,6 +62,25 @@ def require_checkpoint(explicit: Path | None, name: str, what: str) -> Path:
             "or use --random-weights"
         )
     return path
+
+
+def checkpoint_or_random(
+    explicit: Path | None, name: str, what: str, random_weights: bool
+) -> tuple[Path | None, bool]:
+    """(checkpoint, random) of one model: the explicit file, else the model's file in the checkpoints
+    folder, else with --random-weights seeded random weights (None, True); a one-line error otherwise.
+
+    --random-weights thus stands in only where no weights exist: a checkpoint the user named or downloaded is
+    always the one used, and the outputs say per model which weights are random.
+    """
+    if explicit is not None:
+        return explicit, False
+    path = default_checkpoint(name)
+    if path.is_file():
+        return path, False
+    if random_weights:
+        return None, True
+    return require_checkpoint(None, name, what), False
 
 
 def available_or_random(explicit: Path | None, name: str) -> tuple[Path | None, bool]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from clipsam.engine.backends.ort_stages import GraphSam2, GraphSclip
 from clipsam.engine.errors import ClipsamError
+from clipsam.engine.fast_mode import PrecisionPlan, plan_precision
 from clipsam.engine.manifest import (
     FAST_DECODER_GRAPHS,
-    GRAPHS,
-    INT8_GRAPHS,
+    MODEL_GRAPHS,
     Manifest,
     check_precision,
     read_manifest,
@@ -21,7 +21,7 @@ from clipsam.engine.text_bank import TextBank
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 DECODERS = ("auto", "fast", "faithful")
 MAX_DECODER_WORKERS = 8
-WORKER_CHUNK_SIZE = 2  # per worker; measured best of 1, 2, 4 on SAM2.1 tiny (2 workers, 2 cores)
+WORKER_CHUNK_SIZE = 2  # prompts per decoder call in each single-threaded worker (benchmarks/README.md)
 
 
 def pipeline_from_artifacts(
@@ -30,42 +30,52 @@ def pipeline_from_artifacts(
     providers: str = "auto",
     decoder: str = "auto",
     precision: str = "exact",
+    fast_mechanism: str = "auto",
 ) -> Pipeline:
-    """Load DIR's manifest, verify its graphs, and compose SCLIP + SAM2 on the chosen runtime.
+    """Load DIR's manifest, verify its graphs, and compose its models on the chosen runtime.
+
+    A folder exported with `--only sam2` gives a Pipeline without SCLIP (for `Pipeline.segment_with_prompts`),
+    one exported with `--only sclip` a Pipeline without SAM2 (for `Pipeline.dense_map`).
 
     decoder: "fast" (the rewritten decoder, same function), "faithful" (sam2's structure), or "auto" (fast
-    when the artifacts have it). precision: "exact" (fp32 everywhere) or "fast" (onnxruntime: the int8
-    copy of the SAM2 encoder written by `clipsam export --int8`; SCLIP and the decoder stay fp32 because
-    int8 cost them per-segment mask IoU, see export/quantize.py).
+    when the artifacts have it). precision: "exact" (fp32 everywhere) or "fast": reduced precision chosen
+    from the CPU's flags (engine/fast_mode.py: bf16 encoders on OpenVINO where the CPU has native bf16, else
+    the int8 SAM2 encoder copy of `clipsam export --int8`); fast_mechanism "bf16" / "int8" forces one.
     """
     if decoder not in DECODERS:
         raise ClipsamError(f"unknown decoder '{decoder}'; choose one of: {', '.join(DECODERS)}")
     if backend not in BACKENDS:
         raise ClipsamError(f"unknown artifact backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     check_precision(precision, backend)
+    plan = plan_precision(precision, backend, fast_mechanism)
     manifest = read_manifest(directory)
-    roles = _graph_roles(manifest, backend, decoder, precision)
-    loaded = _load_graphs(manifest, backend, providers, tuple(roles.values()))
+    roles = _graph_roles(manifest, backend, decoder, plan)
+    loaded = _load_graphs(manifest, backend, providers, tuple(roles.values()), plan.bf16_graphs)
     graphs = {role: loaded[name] for role, name in roles.items()}
-    sclip = GraphSclip(
+    return Pipeline(
+        _dense_stage(manifest, graphs),
+        _mask_stage(graphs, _decoder_workers(backend, graphs)) if manifest.has_model("sam2") else None,
+        models=_models_record(manifest, backend, graphs, plan),
+        random_weights=manifest.random_weights,
+    )
+
+
+def _dense_stage(manifest: Manifest, graphs: dict) -> GraphSclip | None:
+    """SCLIP's tower with the folder's text features, or None for a folder exported with --only sam2."""
+    if not manifest.has_model("sclip"):
+        return None
+    return GraphSclip(
         graphs["sclip_tower"],
         TextBank(manifest.text_dir),
         manifest.clip_weights_id,
         int(manifest.graph("sclip_tower")["patch_size"]),
         export_hint=f"add them with `clipsam export-text {manifest.directory} --vocabulary WORD …`",
     )
-    sam = _mask_stage(graphs, _decoder_workers(backend, graphs))
-    return Pipeline(
-        sclip,
-        sam,
-        models=_models_record(manifest, backend, graphs, precision),
-        random_weights=manifest.random_weights,
-    )
 
 
-def _graph_roles(manifest: Manifest, backend: str, decoder: str, precision: str) -> dict[str, str]:
+def _graph_roles(manifest: Manifest, backend: str, decoder: str, plan: PrecisionPlan) -> dict[str, str]:
     """{role: manifest graph name} of the graphs this pipeline runs; only those are loaded."""
-    has_fast = manifest.has_graphs(FAST_DECODER_GRAPHS)
+    has_fast = manifest.has_model("sam2") and manifest.has_graphs(FAST_DECODER_GRAPHS)
     if backend == "tensorrt":  # the fast decoder runs there only once its engines are built
         built = manifest.data.get("engines", {}).get("graphs", {})
         has_fast = has_fast and all(name in built for name in FAST_DECODER_GRAPHS)
@@ -74,18 +84,30 @@ def _graph_roles(manifest: Manifest, backend: str, decoder: str, precision: str)
             f"'{manifest.directory}' has no fast decoder graphs: re-export with `clipsam export`"
         )
     use_fast = has_fast and decoder != "faithful"
-    roles = {name: name for name in (*GRAPHS[:2], *(FAST_DECODER_GRAPHS if use_fast else GRAPHS[2:]))}
-    if precision == "fast":
-        if not manifest.has_graphs(tuple(INT8_GRAPHS.values())):
+    names = MODEL_GRAPHS["sclip"] if manifest.has_model("sclip") else ()
+    if manifest.has_model("sam2"):
+        names += ("sam2_encoder", *(FAST_DECODER_GRAPHS if use_fast else ("sam2_decoder",)))
+    roles = {name: name for name in names}
+    if plan.int8_graphs:
+        if not manifest.has_graphs(tuple(plan.int8_graphs.values())):
             raise ClipsamError(
-                f"'{manifest.directory}' has no int8 graphs for --precision fast: "
-                f"re-export with `clipsam export --int8`"
+                f"'{manifest.directory}' has no int8 graphs for --precision fast on this CPU "
+                f"({plan.capability}): re-export with `clipsam export --int8`"
             )
-        roles.update(INT8_GRAPHS)
+        roles.update({role: name for role, name in plan.int8_graphs.items() if role in roles})
     return roles
 
 
-def _load_graphs(manifest: Manifest, backend: str, providers: str, names: tuple[str, ...]) -> dict:
+def _load_graphs(
+    manifest: Manifest, backend: str, providers: str, names: tuple[str, ...], bf16: tuple[str, ...] = ()
+) -> dict:
+    """{graph name: Backend} for `names`; those in `bf16` run on OpenVINO at bf16, the rest on `backend`."""
+    if bf16:
+        from clipsam.engine.backends.openvino import OvGraph
+
+        rest = tuple(name for name in names if name not in bf16)
+        low = {name: OvGraph(manifest.graph_path(name), "bf16") for name in names if name in bf16}
+        return {**low, **_load_graphs(manifest, backend, providers, rest)}
     if backend == "tensorrt":
         from clipsam.engine.backends.tensorrt import tensorrt_graphs
 
@@ -93,7 +115,7 @@ def _load_graphs(manifest: Manifest, backend: str, providers: str, names: tuple[
     if backend == "openvino":
         from clipsam.engine.backends.openvino import OvGraph
 
-        # fp32 (exact); bf16 would be OpenVINO's fast mode on AMX / AVX512_BF16 CPUs, which this one lacks.
+        # fp32, pinned: OpenVINO's own default on bf16-capable CPUs is bf16, which would break exact parity.
         return {name: OvGraph(manifest.graph_path(name), "fp32") for name in names}
     from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
 
@@ -102,7 +124,7 @@ def _load_graphs(manifest: Manifest, backend: str, providers: str, names: tuple[
 
 
 def _decoder_workers(backend: str, graphs: dict) -> list:
-    decoder = graphs.get("sam2_decoder") or graphs["sam2_fast_decoder"]
+    decoder = graphs.get("sam2_decoder") or graphs.get("sam2_fast_decoder")
     return cpu_decoder_workers(decoder) if backend == "onnxruntime" else []
 
 
@@ -129,14 +151,23 @@ def _mask_stage(graphs: dict, workers: list):
     return GraphSam2Fast(*fast, **chunk)
 
 
-def _models_record(manifest: Manifest, backend: str, graphs: dict, precision: str) -> dict:
+def _models_record(manifest: Manifest, backend: str, graphs: dict, plan: PrecisionPlan) -> dict:
+    """The JSON's "models": one entry per model in the folder ("clip" / "sam2": name, weights,
+    random_weights), then how they run."""
     models = manifest.data["models"]
-    return {
-        "clip": {"name": models["sclip"]["name"], "weights": models["sclip"]["weights_id"]},
-        "sam2": {"name": models["sam2"]["name"], "weights": models["sam2"]["weights_id"]},
-        "backend": backend,
-        "providers": getattr(graphs["sam2_encoder"], "providers", [backend]),
-        "decoder": "faithful" if "sam2_decoder" in graphs else "fast",
-        "precision": "int8 SAM2 encoder, fp32 elsewhere" if precision == "fast" else "fp32",
-        "artifacts": str(manifest.directory),
+    record = {
+        key: {
+            "name": models[model]["name"],
+            "weights": models[model]["weights_id"],
+            "random_weights": manifest.model_random(model),
+        }
+        for key, model in (("clip", "sclip"), ("sam2", "sam2"))
+        if manifest.has_model(model)
     }
+    any_graph = graphs.get("sam2_encoder") or graphs["sclip_tower"]
+    record.update(backend=backend, providers=getattr(any_graph, "providers", [backend]))
+    if manifest.has_model("sam2"):
+        record["decoder"] = "faithful" if "sam2_decoder" in graphs else "fast"
+    record.update(plan.record())
+    record["artifacts"] = str(manifest.directory)
+    return record

@@ -57,23 +57,34 @@ def _torch_pipeline(spec: PipelineSpec) -> Pipeline:
     return build_reference_pipeline(spec.choice)
 
 
-def _artifact_builder(backend: str, decoder: str = "auto", precision: str = "exact"):
+def _artifact_builder(backend: str, decoder: str = "auto", precision: str = "exact", mechanism: str = "auto"):
     def build(spec: PipelineSpec) -> Pipeline:
-        return Pipeline.from_artifacts(spec.artifacts, backend, spec.providers, decoder, precision)
+        from clipsam.engine.artifacts import pipeline_from_artifacts
+
+        return pipeline_from_artifacts(spec.artifacts, backend, spec.providers, decoder, precision, mechanism)
 
     return build
 
 
 # onnxruntime: the fast (rewritten) decoder when exported; -faithful keeps sam2's decoder structure;
-# -int8: the int8 SAM2 encoder of `clipsam export --int8` (the --precision fast of `segment`).
+# -fast: `segment --precision fast` (mechanism from the CPU's flags, engine/fast_mode.py); -int8 / -bf16
+# force one mechanism (-bf16 needs a CPU with native bf16), so both can be compared on one machine.
 BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry(_torch_pipeline, needs_artifacts=False),
     "onnxruntime": BackendEntry(_artifact_builder("onnxruntime"), needs_artifacts=True),
     "onnxruntime-faithful": BackendEntry(_artifact_builder("onnxruntime", "faithful"), needs_artifacts=True),
+    "onnxruntime-fast": BackendEntry(
+        _artifact_builder("onnxruntime", precision="fast"), needs_artifacts=True, precision="fast"
+    ),
     "onnxruntime-int8": BackendEntry(
-        _artifact_builder("onnxruntime", precision="fast"),
+        _artifact_builder("onnxruntime", precision="fast", mechanism="int8"),
         needs_artifacts=True,
-        precision="int8 SAM2 encoder, fp32 elsewhere",
+        precision="int8 sam2_encoder, fp32 elsewhere",
+    ),
+    "onnxruntime-bf16": BackendEntry(
+        _artifact_builder("onnxruntime", precision="fast", mechanism="bf16"),
+        needs_artifacts=True,
+        precision="bf16 sclip_tower + sam2_encoder, fp32 elsewhere",
     ),
     "openvino": BackendEntry(_artifact_builder("openvino"), needs_artifacts=True),
 }
@@ -224,7 +235,7 @@ class StageRunner:
             return self._end_to_end_fixed(index, image)
         options = SegmentOptions(min_confidence=0.0, max_prompts=PROMPT_CAP)
         result = self.pipeline.segment(image, self.vocabulary, options)
-        return dict(result.timings_ms), result
+        return {**result.timings_ms, "num_prompts": float(result.counts["prompts"])}, result
 
     def _end_to_end_fixed(self, index, image):
         """Pipeline.segment's stages with the grid as the decoder batch (random weights give ~10 regions at
@@ -236,7 +247,6 @@ class StageRunner:
         self._embedded = index
         candidates, timings["sam2_decoder"] = _timed(lambda: self._mask_candidates(prompts, image))
         segments, timings["merge"] = _timed(lambda: self._merge(candidates))
-        timings["num_prompts"] = float(len(prompts))
         height, width = image.shape[:2]
         result = SegmentationResult(
             height,
@@ -245,9 +255,10 @@ class StageRunner:
             segments,
             self.pipeline.random_weights,
             self.pipeline.models,
-            timings,
+            {**timings, "total": sum(timings.values())},
+            {"prompts": len(prompts), "segments": len(segments)},
         )
-        return timings, result
+        return {**timings, "num_prompts": float(len(prompts))}, result
 
     def _mask_candidates(self, prompts: Prompts, image: np.ndarray):
         """The mask stage as Pipeline.segment runs it (RLEs straight from exported graphs)."""

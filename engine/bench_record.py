@@ -3,6 +3,11 @@
 The gate compares a run with a stored record by the speedup over the reference measured in the same run
 (stable on shared machines); absolute latencies are compared only when both runs lack a reference and come
 from the same model on the same machine class.
+
+Tiny stages: a stage's gated time is its p50 in ours (latency gate) or the smaller of its ours and reference
+p50 (speedup gate: the smaller operand's timer noise dominates the ratio). A stage whose gated time is under
+MIN_GATED_MS in BOTH records is not gated and is listed in `GateReport.not_gated`; one that was tiny in the
+baseline but grew past MIN_GATED_MS (or the reverse) is gated.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from clipsam.engine.bench import BACKENDS, PROMPT_CAP, BenchConfig, Measurement
+from clipsam.engine.cpu_caps import capability_class
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.types import DenseMap, MaskCandidates, RleCandidates, SegmentationResult
@@ -26,7 +32,7 @@ from clipsam.engine.versions import package_versions
 from clipsam.kernels import rle as rle_codec
 
 SCHEMA, SCHEMA_VERSION = "clipsam-bench", 1
-MIN_GATED_MS = 2.0  # stages faster than this in the baseline are reported but not gated (timer noise)
+MIN_GATED_MS = 2.0  # stages under this in both records are listed as not gated (timer noise)
 _VERSIONED = ("clipsam", "numpy", "numba", "onnxruntime", "torch", "open_clip_torch", "sam2", "onnx")
 
 
@@ -128,6 +134,9 @@ def machine_info() -> dict:
         "usable_cores": usable,
         "amx_bf16": "amx_bf16" in flags,
         "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
+        "capability_class": capability_class(flags),
         "platform": platform.platform(),
         "gpu": None,
     }
@@ -138,7 +147,9 @@ def machine_info() -> dict:
 
 
 def machine_class(machine: dict) -> str:
-    return f"{machine['cpu_model']} x{machine['usable_cores']}" + (
+    """ "CPU model xCORES [capability class] (+ GPU)": records of different classes are not compared."""
+    capability = f" [{machine['capability_class']}]" if machine.get("capability_class") else ""
+    return f"{machine['cpu_model']} x{machine['usable_cores']}{capability}" + (
         f" + {machine['gpu']}" if machine["gpu"] else ""
     )
 
@@ -242,15 +253,19 @@ class StageCheck:
     @property
     def change(self) -> float:
         """Relative change in the good direction: -0.15 = 15 % worse."""
-        ratio = self.current / self.baseline if self.kind == "speedup" else self.baseline / self.current
-        return ratio - 1.0
+        speedup = self.kind == "speedup"
+        better, worse = (self.current, self.baseline) if speedup else (self.baseline, self.current)
+        return better / worse - 1.0 if worse > 0 else float("inf")
 
 
 @dataclass(frozen=True)
 class GateReport:
+    """checks: the gated stages; not_gated: stages under MIN_GATED_MS in both records (module docstring)."""
+
     checks: tuple[StageCheck, ...]
     warnings: tuple[str, ...]
     max_regression: float
+    not_gated: tuple[str, ...] = ()
 
     @property
     def regressed(self) -> bool:
@@ -261,6 +276,8 @@ class GateReport:
             "max_regression": self.max_regression,
             "regressed": self.regressed,
             "warnings": list(self.warnings),
+            "min_gated_ms": MIN_GATED_MS,
+            "not_gated": list(self.not_gated),
             "checks": [{**check.__dict__, "change": check.change} for check in self.checks],
         }
 
@@ -275,7 +292,9 @@ def compare_to_baseline(record: dict, baseline: dict, max_regression: float) -> 
         )
     warnings = _comparability_warnings(record, baseline)
     if record.get("speedup") and baseline.get("speedup"):
-        checks = _speedup_checks(record, baseline, max_regression)
+        sides = ("ours", "reference")
+        gated, not_gated = _split_tiny_stages(record, baseline, sides)
+        checks = _speedup_checks(record, baseline, gated, max_regression)
     elif warnings:
         raise ClipsamError(
             "the baseline is from another model or machine class, so only speedups compare, and "
@@ -284,8 +303,9 @@ def compare_to_baseline(record: dict, baseline: dict, max_regression: float) -> 
         )
     else:
         warnings.append("no speedups in both records (--compare-to torch): comparing absolute latencies")
-        checks = _latency_checks(record, baseline, max_regression)
-    return GateReport(tuple(checks), tuple(warnings), max_regression)
+        gated, not_gated = _split_tiny_stages(record, baseline, ("ours",))
+        checks = _latency_checks(record, baseline, gated, max_regression)
+    return GateReport(tuple(checks), tuple(warnings), max_regression, tuple(not_gated))
 
 
 def _comparability_warnings(record: dict, baseline: dict) -> list[str]:
@@ -304,27 +324,36 @@ def _model_names(result: dict) -> tuple[str, str]:
     return (models.get("clip", {}).get("name", "?"), models.get("sam2", {}).get("name", "?"))
 
 
-def _gated_stages(record: dict, baseline: dict, side: str) -> list[str]:
-    stages_then = baseline[side]["stages"]
-    return [
-        stage
-        for stage in record[side]["stages"]
-        if stage in stages_then and stages_then[stage]["p50"] >= MIN_GATED_MS
-    ]
+def _split_tiny_stages(record: dict, baseline: dict, sides: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(gated, not gated): the stages measured on every side of both records, in the run's stage order,
+    split by the tiny-stage rule of the module docstring."""
+    gated, tiny = [], []
+    for stage in record["ours"]["stages"]:
+        times = [_gated_time(rec, stage, sides) for rec in (record, baseline)]
+        if None in times:
+            continue
+        (tiny if max(times) < MIN_GATED_MS else gated).append(stage)
+    return gated, tiny
 
 
-def _speedup_checks(record: dict, baseline: dict, max_regression: float) -> list[StageCheck]:
+def _gated_time(record: dict, stage: str, sides: tuple[str, ...]) -> float | None:
+    """The smallest p50 of `stage` over `sides` of one record (ms); None when a side lacks the stage."""
+    stats = [record[side]["stages"].get(stage) for side in sides]
+    return None if None in stats else min(row["p50"] for row in stats)
+
+
+def _speedup_checks(record: dict, baseline: dict, stages: list[str], max_regression: float) -> list:
     checks = []
-    for stage in _gated_stages(record, baseline, "reference"):
+    for stage in stages:
         if stage in record["speedup"] and stage in baseline["speedup"]:
             then, now = baseline["speedup"][stage], record["speedup"][stage]
             checks.append(StageCheck(stage, "speedup", then, now, now < then * (1 - max_regression)))
     return checks
 
 
-def _latency_checks(record: dict, baseline: dict, max_regression: float) -> list[StageCheck]:
+def _latency_checks(record: dict, baseline: dict, stages: list[str], max_regression: float) -> list:
     checks = []
-    for stage in _gated_stages(record, baseline, "ours"):
+    for stage in stages:
         then, now = baseline["ours"]["stages"][stage]["p50"], record["ours"]["stages"][stage]["p50"]
         checks.append(StageCheck(stage, "latency_ms", then, now, now > then * (1 + max_regression)))
     return checks

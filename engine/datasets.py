@@ -1,9 +1,12 @@
 """Readers of the eight SCLIP benchmarks in the on-disk layouts MMSegmentation 1.x expects.
 
 Each dataset lives in a folder under `--data-dir` (default data/benchmarks), named as MMSeg's data preparation
-guide names it (VOCdevkit/VOC2012, coco_stuff164k, ...). Samples come from a split file (VOC, Context) or from
-a sorted recursive scan of the image folder (the rest), as mmseg's BaseSegDataset does. Labels are PNGs of
-class indices (palette PNGs give their indices); with reduce_zero_label, 0 → 255 (ignored) and the rest − 1.
+guide names it (VOCdevkit/VOC2012, coco_stuff164k, ...), or in the original project's layout, found when the
+MMSeg folder is absent: pascal-voc = the contents of VOC2012/; coco-stuff = COCO-Stuff's images/ and
+annotations/ (raw stuffthingmaps ids or converted train ids). Samples come from a split file (VOC, Context) or
+from a sorted recursive scan of the image folder (the rest), as mmseg's BaseSegDataset does. Labels are
+PNGs of class indices (palette PNGs give their indices); with reduce_zero_label, 0 → 255 (ignored) and the
+rest − 1.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class DatasetSpec:
     class_file: str
     has_background: bool
     obtain: str
+    raw_coco_stuff_ids: bool = False  # labels hold COCO-Stuff's 182 raw ids (stuffthingmaps), not train ids
 
     def layout(self) -> str:
         """The expected layout in one line, e.g. 'VOCdevkit/VOC2012/{JPEGImages/*.jpg, ...}'."""
@@ -161,6 +165,8 @@ class BenchmarkDataset:
             raise self.error(
                 f"label '{sample.label_path}' has shape {raw.shape}, expected one channel of class ids"
             )
+        if self.spec.raw_coco_stuff_ids and raw.max(initial=0) <= 255:
+            raw = coco_stuff_train_ids(raw.astype(np.uint8))
         label = reduce_zero_label(raw) if self.spec.reduce_zero_label else raw.astype(np.uint8)
         bad = (label >= self.spec.num_classes) & (label != IGNORE_INDEX)
         if raw.max(initial=0) > 255 or bad.any():
@@ -184,21 +190,62 @@ def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
     return label.clip(0, 255).astype(np.uint8)
 
 
+# The original project's dataset names and folders under the data dir.
+ORIGINAL_NAMES = {"pascal-voc": "voc21", "coco-stuff": "coco-stuff164k"}
+ORIGINAL_FOLDERS = {"voc21": "pascal-voc", "voc20": "pascal-voc", "coco-stuff164k": "coco-stuff"}
+# COCO-Stuff's raw label ids (0..181, 255 unlabeled) that no class uses (11 thing ids COCO never annotated);
+# the other 171 ids, in order, are the train ids 0..170 (as mmseg's coco_stuff164k converter maps them).
+COCO_STUFF_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+
+
 def dataset_names() -> tuple[str, ...]:
-    return tuple(SPECS)
+    return tuple(SPECS) + tuple(ORIGINAL_NAMES)
 
 
 def get_spec(name: str) -> DatasetSpec:
+    """The spec of a dataset name, or of an original project's name (pascal-voc, coco-stuff)."""
+    name = ORIGINAL_NAMES.get(name, name)
     if name not in SPECS:
-        raise ClipsamError(f"unknown dataset '{name}'; choose one of: {', '.join(SPECS)}")
+        raise ClipsamError(f"unknown dataset '{name}'; choose one of: {', '.join(dataset_names())}")
     return SPECS[name]
+
+
+def coco_stuff_train_ids(raw: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] COCO-Stuff raw ids (0..181, 255) → train ids 0..170; unused ids and 255 → 255."""
+    table = np.full(256, IGNORE_INDEX, np.uint8)
+    used = [i for i in range(182) if i not in COCO_STUFF_UNUSED_IDS]
+    table[used] = np.arange(len(used), dtype=np.uint8)
+    return table[raw]
+
+
+def original_layout(spec: DatasetSpec, data_dir: Path) -> DatasetSpec | None:
+    """The spec read from the original project's folder when it exists under data_dir, else None.
+
+    pascal-voc holds VOC2012's JPEGImages, SegmentationClass and ImageSets; coco-stuff holds images/val2017
+    and annotations/val2017 with either *_labelTrainIds.png (converted) or the raw <id>.png stuffthingmaps.
+    """
+    folder = ORIGINAL_FOLDERS.get(spec.name)
+    if folder is None or not (data_dir / folder).is_dir():
+        return None
+    if spec.name == "voc21" or spec.name == "voc20":
+        return replace(spec, folder=folder)
+    converted = any((data_dir / folder / spec.label_dir).glob(f"*{spec.label_suffix}"))
+    if converted:
+        return replace(spec, folder=folder)
+    return replace(spec, folder=folder, label_suffix=".png", raw_coco_stuff_ids=True)
 
 
 def dataset_error(spec: DatasetSpec, data_dir: Path, what: str) -> ClipsamError:
     """One line: what is wrong, the exact layout expected under the data dir, and how to obtain it."""
+    folder = ORIGINAL_FOLDERS.get(spec.name)
+    original = (
+        f" or the original project's {data_dir}/{folder}/{{{spec.layout().split('{', 1)[1]}"
+        if folder and spec.folder != folder
+        else ""
+    )
     return ClipsamError(
-        f"{spec.name}: {what}; expected {data_dir}/{spec.layout()} (MMSegmentation layout); to obtain it: "
-        f"{spec.obtain} ({MMSEG_GUIDE})"
+        f"{spec.name}: {what}; expected {data_dir}/{spec.layout()} (MMSegmentation layout){original}; "
+        f"to obtain it: {spec.obtain} ({MMSEG_GUIDE})"
     )
 
 
@@ -206,6 +253,8 @@ def open_dataset(name: str, data_dir: Path | str = DEFAULT_DATA_DIR) -> Benchmar
     """The benchmark's samples under data_dir; a ClipsamError naming the expected layout when absent."""
     spec = get_spec(name)
     data_dir = Path(data_dir)
+    if not (data_dir / spec.folder).is_dir():
+        spec = original_layout(spec, data_dir) or spec
     root = data_dir / spec.folder
     for folder in (root, root / spec.image_dir, root / spec.label_dir):
         if not folder.is_dir():

@@ -52,7 +52,7 @@ class DenseConfig:
                 0 < self.stride <= self.crop,
                 f"slide stride must be in 1..{self.crop} (the crop), got {self.stride}",
             ),
-            (self.logit_scale > 0, f"logit scale must be > 0, got {self.logit_scale}"),
+            (0 < self.logit_scale < float("inf"), f"logit scale must be finite, > 0, got {self.logit_scale}"),
             (0.0 <= self.prob_thd <= 1.0, f"prob_thd must be in [0, 1], got {self.prob_thd}"),
             (area_ok, f"area_thd must be in [0, 1], got {self.area_thd}"),
             (self.long_cap > 0, f"long side cap must be > 0, got {self.long_cap}"),

@@ -6,8 +6,11 @@ replace with a style prompt). diffusers / torch are imported only when an edit r
 
 from __future__ import annotations
 
+import json
+import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -139,18 +142,50 @@ def load_inpaint_pipeline(options: InpaintOptions) -> Any:
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     local_dir = Path(options.model).expanduser()
     try:
-        pipeline = diffusers.StableDiffusionInpaintPipeline.from_pretrained(
-            str(local_dir) if local_dir.is_dir() else options.model,
-            dtype=dtype,
-            local_files_only=not options.allow_download,
-            # Without `accelerate`, diffusers would warn and fall back to this anyway.
-            low_cpu_mem_usage=is_accelerate_available(),
-        )
+        with _quiet_diffusers():
+            pipeline = diffusers.StableDiffusionInpaintPipeline.from_pretrained(
+                str(local_dir) if local_dir.is_dir() else options.model,
+                dtype=dtype,
+                local_files_only=not options.allow_download,
+                # Without `accelerate`, diffusers would warn and fall back to this anyway.
+                low_cpu_mem_usage=is_accelerate_available(),
+                **_absent_components(local_dir),
+            )
     except (OSError, ValueError) as err:
         # diffusers / huggingface_hub report a missing or partial model with these (EnvironmentError,
         # LocalEntryNotFoundError, HFValidationError for a path that is neither a folder nor a hub id).
         raise ClipsamError(_missing_model_message(options)) from err
     return pipeline.to(device)
+
+
+@contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """diffusers' loading progress bar and log lines off while loading: a failure is then reported in one
+    line by the caller, and a success prints nothing of diffusers' own."""
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity, bar = diffusers_logging.get_verbosity(), diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.set_verbosity(logging.CRITICAL)  # it logs a missing file as an error, then raises
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+        if bar:
+            diffusers_logging.enable_progress_bar()
+
+
+def _absent_components(folder: Path) -> dict[str, None]:
+    """Components a saved pipeline folder declares absent (`[null, null]` in model_index.json, e.g. one
+    saved without a text encoder): diffusers loads such a folder only when they are passed as None."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return {}
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # diffusers reports the broken folder itself
+    return {name: None for name, value in entries.items() if value == [None, None]}
 
 
 def random_inpaint_pipeline(seed: int = 0) -> Any:

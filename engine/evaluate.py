@@ -195,6 +195,12 @@ def summary_text(record: dict) -> str:
         *(["WARNING: " + RANDOM_WEIGHTS_LABEL] if record["random_weights"] else []),
         f"mIoU {_fmt(metrics['mIoU'])}   aAcc {_fmt(metrics['aAcc'])}   mAcc {_fmt(metrics['mAcc'])}",
         "",
+        "Results:",
+        f"  mIoU: {_fmt(metrics['mIoU'])}%",
+        f"  Pixel Accuracy: {_fmt(metrics['aAcc'])}%",
+        f"  Mean Accuracy: {_fmt(metrics['mAcc'])}%",
+        f"  Avg Time: {record['timings_ms_per_image'].get('total', 0.0) / 1000:.2f}s per image",
+        "",
         f"{'class':<28}{'IoU':>8}{'Acc':>8}",
     ]
     lines += [

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.image_io import atomic_output
+from clipsam.engine.manifest_schema import manifest_problem
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "clipsam-artifacts"
-FORMAT_VERSION = 1
-GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")  # required
+FORMAT_VERSION = 2  # 2: the text features are hashed too (text_features.files)
+GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")  # every model's required graphs
+# The graphs each exported model requires ("models" in the manifest: both, or one with `export --only`).
+MODEL_GRAPHS = {"sclip": ("sclip_tower",), "sam2": ("sam2_encoder", "sam2_decoder")}
 FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: the rewritten decoder (issue 5)
-# optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py).
-# An int8 SCLIP tower was measured 1.5x faster but moves the dense map's prompts (per-segment IoU < 0.99).
+# optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py);
+# the SCLIP tower and the decoder have none (why: benchmarks/README.md).
 INT8_GRAPHS = {"sam2_encoder": "sam2_encoder_int8"}
+KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_GRAPHS.values())
 PRECISIONS = ("exact", "fast")
 
 
@@ -55,7 +60,21 @@ class Manifest:
 
     @property
     def random_weights(self) -> bool:
-        return bool(self.data["random_weights"])
+        """True when any model of the folder has random weights (the derived top-level summary)."""
+        return any(self.model_random(model) for model in self.models)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The exported models among MODEL_GRAPHS' keys ("sclip", "sam2"), in manifest order."""
+        return tuple(name for name in self.data["models"] if name in MODEL_GRAPHS)
+
+    def has_model(self, model: str) -> bool:
+        return model in self.data["models"]
+
+    def model_random(self, model: str) -> bool:
+        """Whether `model` ("sclip" / "sam2") was exported from seeded random weights rather than a file."""
+        entry = self.data["models"][model]
+        return bool(entry.get("random_weights", entry.get("seed") is not None))
 
     @property
     def text_dir(self) -> Path:
@@ -75,8 +94,13 @@ def file_digest(path: Path) -> str:
 
 
 def write_manifest(directory: Path, data: dict) -> Path:
-    """Write manifest.json atomically (the last file an export writes)."""
-    record = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
+    """Write manifest.json atomically (the last file an export writes). With a text_features section, the
+    size and sha256 of every text feature file now in its folder are recorded (text_features.files)."""
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+    record = {**header, **{key: value for key, value in data.items() if key not in header}}
+    if "text_features" in record:
+        text = record["text_features"]
+        record["text_features"] = {**text, "files": _text_file_entries(Path(directory), text["dir"])}
     path = Path(directory) / MANIFEST_NAME
     with atomic_output(path, "w") as stream:
         json.dump(record, stream, indent=1, sort_keys=False)
@@ -91,6 +115,8 @@ def read_manifest(directory: Path | str, *, check_files: bool = True) -> Manifes
     redo = f"run `clipsam export --out {directory}`"
     if not directory.is_dir():
         raise ArtifactError(f"artifact folder '{directory}' does not exist: {redo}")
+    if path.is_dir():
+        raise ArtifactError(f"'{path}' is a folder, not a manifest file: {redo}")
     if not path.is_file():
         raise ArtifactError(f"no {MANIFEST_NAME} in '{directory}' (missing or interrupted export): {redo}")
     try:
@@ -102,6 +128,8 @@ def read_manifest(directory: Path | str, *, check_files: bool = True) -> Manifes
     if check_files:
         for graph in manifest.graph_names:
             _check_graph_file(manifest, graph, redo)
+        if "text_features" in data:
+            _check_text_files(manifest, redo)
     return manifest
 
 
@@ -113,7 +141,16 @@ def _check_format(data: object, path: Path, redo: str) -> None:
         raise ArtifactError(
             f"'{path}' has artifact format {version} but this clipsam reads format {FORMAT_VERSION}: {redo}"
         )
-    missing = [g for g in GRAPHS if g not in data.get("graphs", {})]
+    problem = manifest_problem(data, KNOWN_GRAPHS)
+    if problem is None and "sclip" in data["models"] and "text_features" not in data:
+        problem = "field 'text_features' is missing (the SCLIP model needs its text features)"
+    if problem is not None:
+        raise ArtifactError(f"'{path}' is not a valid manifest: {problem}: {redo}")
+    models = [name for name in data.get("models", {}) if name in MODEL_GRAPHS]
+    if not models:
+        raise ArtifactError(f"'{path}' lists no model ({' or '.join(MODEL_GRAPHS)}): {redo}")
+    required = [graph for name in models for graph in MODEL_GRAPHS[name]]
+    missing = [g for g in required if g not in data.get("graphs", {})]
     if missing:
         raise ArtifactError(f"'{path}' lists no {', '.join(missing)} graph: {redo}")
 
@@ -127,12 +164,48 @@ def _check_graph_file(manifest: Manifest, graph: str, redo: str) -> None:
         raise ArtifactError(f"graph file '{path}' does not match its manifest (changed or partial): {redo}")
 
 
+def _text_file_entries(directory: Path, text_dir: str) -> dict[str, dict]:
+    """{path relative to the artifact folder: {"bytes", "sha256"}} of every .npy under its text folder."""
+    return {
+        path.relative_to(directory).as_posix(): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+        for path in _text_files(directory / text_dir)
+    }
+
+
+def _text_files(folder: Path) -> list[Path]:
+    """Every text feature file under `folder` (symlinked folders followed), sorted."""
+    found = []
+    for root, _, names in os.walk(folder, followlinks=True):
+        found.extend(Path(root) / name for name in names if name.endswith(".npy"))
+    return sorted(found)
+
+
+def _check_text_files(manifest: Manifest, redo: str) -> None:
+    """Every listed text feature file exists with its size and sha256, and no unlisted one is there (the
+    text bank would read it): a swapped, edited or added file would silently relabel classes."""
+    listed = manifest.data["text_features"]["files"]
+    for name, entry in listed.items():
+        path = manifest.directory / name
+        if not path.is_file():
+            raise ArtifactError(f"text feature file '{path}' listed in the manifest is missing: {redo}")
+        if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
+            problem = "does not match its manifest (changed, swapped or partial)"
+            raise ArtifactError(f"text feature file '{path}' {problem}: {redo}")
+    for path in _text_files(manifest.text_dir):
+        if path.relative_to(manifest.directory).as_posix() not in listed:
+            raise ArtifactError(
+                f"text feature file '{path}' is not listed in the manifest; add words with "
+                f"`clipsam export-text {manifest.directory} --vocabulary WORD` only"
+            )
+
+
 def check_precision(precision: str, backend: str) -> None:
-    """ "exact" runs everywhere; "fast" (the INT8_GRAPHS) only on onnxruntime. ClipsamError otherwise."""
+    """ "exact" runs everywhere; "fast" on onnxruntime (bf16 via OpenVINO or the INT8_GRAPHS, chosen by the
+    CPU: engine/cpu_caps.py) and on openvino (bf16 CPUs only, checked when the graphs load)."""
     if precision not in PRECISIONS:
         raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "fast" and backend != "onnxruntime":
+    if precision == "fast" and backend not in ("onnxruntime", "openvino"):
         raise ClipsamError(
-            f"--precision fast runs int8 graphs on onnxruntime, not {backend}: use --backend onnxruntime "
-            "with artifacts exported with --int8"
+            f"--precision fast runs on the CPU backends (onnxruntime, openvino), not {backend}: "
+            "use --backend onnxruntime"
         )

@@ -8,20 +8,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from clipsam.engine.dense_clip import DenseConfig, DensePredictor
-from clipsam.engine.errors import VocabularyError
+from clipsam.engine.errors import ClipsamError
 from clipsam.engine.merge import merge_candidates, merge_rles
 from clipsam.engine.prompts import extract_prompts
 from clipsam.engine.types import DenseMap, MaskCandidates, Prompts, RleCandidates, Segment, SegmentationResult
-from clipsam.engine.vocabulary import Vocabulary, with_background
+from clipsam.engine.user_prompts import prompt_class_names, user_prompt_groups
+from clipsam.engine.vocabulary import BACKGROUND_NAME, Vocabulary, user_vocabulary
 from clipsam.kernels import rle as rle_codec
-
-BACKGROUND_NAME = "background"
 
 
 class DenseBackend(Protocol):
@@ -71,25 +70,25 @@ def has_background(vocabulary: Vocabulary) -> bool:
 
 
 def vocabulary_from_words(words: list[str]) -> Vocabulary:
-    """The vocabulary of `--vocabulary` words. A word "background" becomes class 0 with SCLIP's background
-    synonyms (minus words the user names as classes), displayed as "background"."""
-    background_count = sum(word.strip().lower() == BACKGROUND_NAME for word in words)
-    if background_count > 1:
-        raise VocabularyError(f"duplicate class name '{BACKGROUND_NAME}': give each class once")
-    wants_background = background_count == 1
-    others = [word for word in words if word.strip().lower() != BACKGROUND_NAME]
-    if not wants_background:
-        return Vocabulary.from_words(others)
-    vocabulary = Vocabulary.from_lines(with_background(others))
-    return replace(vocabulary, class_names=(BACKGROUND_NAME, *vocabulary.class_names[1:]))
+    """The vocabulary of `--vocabulary` words: engine/vocabulary.py's `user_vocabulary` (a word "background"
+    becomes class 0 with SCLIP's background synonyms)."""
+    return user_vocabulary(words)
 
 
 class Pipeline:
-    """SCLIP dense map → prompts → SAM2 → merged segments, with per-stage wall times in milliseconds."""
+    """SCLIP dense map → prompts → SAM2 → merged segments, with per-stage wall times in milliseconds.
 
-    def __init__(self, dense: DenseBackend, masks: MaskBackend, *, models: dict, random_weights: bool):
-        self.dense_backend = dense
-        self.mask_backend = masks
+    Either stage may be None (an artifact folder exported with `--only`): a SAM2-only pipeline segments
+    given points / boxes (`segment_with_prompts`), a SCLIP-only one gives dense maps; asking a pipeline for
+    a stage it lacks is a ClipsamError. random_weights: any of its models has random weights; `models`
+    says which (each model entry's "random_weights").
+    """
+
+    def __init__(
+        self, dense: DenseBackend | None, masks: MaskBackend | None, *, models: dict, random_weights: bool
+    ):
+        self._dense = dense
+        self._masks = masks
         self.models = models
         self.random_weights = random_weights
 
@@ -106,6 +105,24 @@ class Pipeline:
         from clipsam.engine.artifacts import pipeline_from_artifacts
 
         return pipeline_from_artifacts(directory, backend, providers, decoder, precision)
+
+    @property
+    def dense_backend(self) -> DenseBackend:
+        if self._dense is None:
+            raise ClipsamError(
+                "these artifacts hold no SCLIP graph (exported with --only sam2): segment with point / box "
+                "prompts (`segment --points x,y` or Pipeline.segment_with_prompts), or export SCLIP too"
+            )
+        return self._dense
+
+    @property
+    def mask_backend(self) -> MaskBackend:
+        if self._masks is None:
+            raise ClipsamError(
+                "these artifacts hold no SAM2 graphs (exported with --only sclip): export SAM2 too "
+                "(`clipsam export` without --only) to segment"
+            )
+        return self._masks
 
     def dense_map(
         self, image: np.ndarray, vocabulary: Vocabulary, config: DenseConfig | None = None
@@ -127,13 +144,14 @@ class Pipeline:
         """
         options = options or SegmentOptions()
         timings = _StageTimer(progress)
+        masks = self.mask_backend  # before SCLIP runs: a pipeline without SAM2 fails at once
         dense = self._dense_map(image, vocabulary, dense_config, timings)
         with timings.stage("prompts"):
             prompts = segment_prompts(dense, options, has_background(vocabulary))
-        timings.count("num_prompts", len(prompts))
+        timings.count("prompts", len(prompts))
         with timings.stage("sam2_encoder"):
             if len(prompts):
-                self.mask_backend.set_image(image)
+                masks.set_image(image)
         with timings.stage("sam2_decoder"):
             candidates = self.mask_candidates(prompts, options.use_boxes, image.shape[:2])
         with timings.stage("merge"):
@@ -147,6 +165,48 @@ class Pipeline:
             random_weights=self.random_weights,
             models=self.models,
             timings_ms=timings.finish(),
+            counts={**timings.counts, "segments": len(segments)},
+        )
+
+    def segment_with_prompts(
+        self,
+        image: np.ndarray,
+        points_xy: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> SegmentationResult:
+        """SAM2 alone on the user's prompts: one segment per prompt, in prompt order, no merge.
+
+        image: uint8 [H, W, 3] RGB. points_xy: float [N, 2] (x, y), one positive point per prompt;
+        boxes_xyxy: float [M, 4] (x0, y0, x1, y1), one box per prompt; both in the image frame.
+        Prompt i (points first) is class i, named "prompt i"; its mask is SAM2's best of 3 by predicted IoU
+        (the same mask path as `segment`), its score that predicted IoU. An empty mask stays (area 0).
+        """
+        height, width = image.shape[:2]
+        groups = user_prompt_groups(
+            _points_or_none(points_xy, 2), _points_or_none(boxes_xyxy, 4), (height, width)
+        )
+        timings = _StageTimer(progress)
+        with timings.stage("sam2_encoder"):
+            self.mask_backend.set_image(image)
+        with timings.stage("sam2_decoder"):
+            candidates = [
+                self.mask_candidates(prompts, use_boxes, (height, width)) for prompts, use_boxes in groups
+            ]
+        with timings.stage("merge"):  # no merge: each prompt keeps its mask; only encoded to RLE
+            triples = [triple for group in candidates for triple in _unmerged(group)]
+            names = prompt_class_names(len(triples))
+            segments = encode_segments(triples, names)
+        timings.count("prompts", len(triples))
+        return SegmentationResult(
+            height=height,
+            width=width,
+            class_names=names,
+            segments=segments,
+            random_weights=self.random_weights,
+            models=self.models,
+            timings_ms=timings.finish(),
+            counts={**timings.counts, "segments": len(segments)},
         )
 
     def mask_candidates(self, prompts: Prompts, use_boxes: bool, image_hw) -> MaskCandidates | RleCandidates:
@@ -190,6 +250,19 @@ def merge_any(candidates: MaskCandidates | RleCandidates, options: SegmentOption
     return merge_candidates(candidates, **thresholds)
 
 
+def _points_or_none(values: np.ndarray | None, width: int) -> np.ndarray:
+    return np.zeros((0, width), np.float32) if values is None else np.asarray(values, np.float32)
+
+
+def _unmerged(candidates: MaskCandidates | RleCandidates) -> list[tuple[int, float, dict]]:
+    """(class_id, score, COCO RLE with bytes counts) of every candidate, in order, as merge_any returns."""
+    if isinstance(candidates, RleCandidates):
+        rles = candidates.rles
+    else:
+        rles = rle_codec.encode_batch(candidates.masks) if len(candidates) else []
+    return list(zip(candidates.class_ids.tolist(), candidates.scores.tolist(), rles, strict=True))
+
+
 def encode_segments(merged: list[tuple[int, float, dict]], class_names: tuple[str, ...]) -> tuple:
     """Merged (class_id, score, COCO RLE) triples → Segments with area and bbox from the RLE kernels."""
     if not merged:
@@ -211,11 +284,12 @@ def encode_segments(merged: list[tuple[int, float, dict]], class_names: tuple[st
 
 
 class _StageTimer:
-    """Wall time per stage in milliseconds, plus counts, reported as one dict."""
+    """Wall time per stage in milliseconds (`finish`: the stages and their "total") and, apart, counts."""
 
     def __init__(self, progress: Callable[[str], None] | None):
         self.progress = progress
         self.values: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -229,8 +303,7 @@ class _StageTimer:
             self.values[name] = self.values.get(name, 0.0) + elapsed
 
     def count(self, name: str, value: int) -> None:
-        self.values[name] = float(value)
+        self.counts[name] = int(value)
 
     def finish(self) -> dict[str, float]:
-        stages = {k: v for k, v in self.values.items() if not k.startswith("num_")}
-        return {**self.values, "total": sum(stages.values())}
+        return {**self.values, "total": sum(self.values.values())}

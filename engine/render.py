@@ -11,6 +11,24 @@ from clipsam.engine.types import SegmentationResult
 from clipsam.kernels import rle as rle_codec
 
 RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS - not a real prediction"
+MODEL_LABELS = {"clip": "CLIP", "sam2": "SAM2"}  # keys of a result's `models` record
+
+
+def random_model_labels(models: dict) -> tuple[str, ...]:
+    """("CLIP", "SAM2"), in that order, for the models whose entry in a result's `models` record says
+    "random_weights": true."""
+    return tuple(
+        label
+        for key, label in MODEL_LABELS.items()
+        if isinstance(models.get(key), dict) and models[key].get("random_weights")
+    )
+
+
+def random_weights_label(models: dict) -> str:
+    """The legend's warning: which models have random weights ("SAM2 random weights - …"); the generic
+    RANDOM_WEIGHTS_LABEL for a record that does not say it per model."""
+    labels = random_model_labels(models)
+    return f"{' + '.join(labels)} random weights - not a real prediction" if labels else RANDOM_WEIGHTS_LABEL
 
 
 def class_colors(num_classes: int) -> np.ndarray:
@@ -51,16 +69,18 @@ def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -
     for outline, color in outlines:
         picture[outline] = color
     present = sorted({s.class_id for s in result.segments})
-    return _draw_legend(picture, [(result.class_names[c], colors[c]) for c in present], result.random_weights)
+    warning = random_weights_label(result.models) if result.random_weights else None
+    return _draw_legend(picture, [(result.class_names[c], colors[c]) for c in present], warning)
 
 
 def _draw_legend(
-    picture: np.ndarray, entries: list[tuple[str, np.ndarray]], random_weights: bool
+    picture: np.ndarray, entries: list[tuple[str, np.ndarray]], warning: str | None
 ) -> np.ndarray:
+    """The legend box at the top left: the random-weights `warning` (red) when given, then the entries."""
     image = Image.fromarray(picture)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    lines = [(RANDOM_WEIGHTS_LABEL, None)] if random_weights else []
+    lines = [(warning, None)] if warning is not None else []
     lines += entries if entries else [("no segments", None)]
     line_h, swatch = 14, 10
     width = 8 + swatch + 6 + max(int(draw.textlength(text, font=font)) for text, _ in lines) + 8
@@ -70,7 +90,7 @@ def _draw_legend(
         top = 4 + row * line_h
         if color is not None:
             draw.rectangle([8, top + 1, 8 + swatch, top + 1 + swatch], fill=tuple(int(c) for c in color))
-        text_color = (255, 80, 80) if color is None and random_weights and row == 0 else (255, 255, 255)
+        text_color = (255, 80, 80) if color is None and warning is not None and row == 0 else (255, 255, 255)
         draw.text((8 + swatch + 6, top), text, fill=text_color, font=font)
     return np.asarray(image)
 

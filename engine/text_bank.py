@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsam.engine.output_files import new_file_mode
+
 # The prompt ensemble of OpenAI's CLIP ImageNet zero-shot evaluation, as SCLIP uses it. "{}" is the query.
 OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a bad photo of a {}.",
@@ -166,6 +168,7 @@ def _write_atomic(path: Path, features: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
+        os.fchmod(handle, new_file_mode())  # mkstemp makes 0600; artifacts' text files are shared
         try:
             with os.fdopen(handle, "wb") as tmp_file:
                 np.save(tmp_file, features, allow_pickle=False)

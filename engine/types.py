@@ -129,7 +129,11 @@ class Segment:
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    """What a segment run produces for one image."""
+    """What a segment run produces for one image.
+
+    timings_ms: wall time per stage in milliseconds, in run order, and their sum "total".
+    counts: {"prompts": prompts given to SAM2, "segments": len(segments)}.
+    """
 
     height: int
     width: int
@@ -138,3 +142,4 @@ class SegmentationResult:
     random_weights: bool
     models: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)

@@ -1,12 +1,15 @@
 """Class vocabularies: one class per line, synonyms separated by ", " (SCLIP's class-file format).
 
-Each synonym is a text query; a class scores the max over its synonyms' probabilities.
+Each synonym is a text query; a class scores the max over its synonyms' probabilities. A user's class that is
+exactly "background" (a `--vocabulary` word or a `--class-file` line, one rule for both: `user_vocabulary`)
+becomes class 0 with SCLIP's background synonyms. Names in messages are quoted with repr, so invisible
+characters (a BOM, a zero-width space) show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ BACKGROUND_SYNONYMS: tuple[str, ...] = (
     "floor", "hill", "rail", "fence",
 )  # fmt: skip
 BACKGROUND_LINE = ", ".join(BACKGROUND_SYNONYMS)
+BACKGROUND_NAME = "background"
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,7 @@ class Vocabulary:
         """Read a class file (UTF-8, one class per line). Trailing blank lines are ignored."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise VocabularyError(f"class file '{path}' does not exist") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise VocabularyError(f"class file '{path}' cannot be read as UTF-8 text ({err})") from None
-        lines = text.rstrip().splitlines()
-        try:
-            return Vocabulary.from_lines(lines)
+            return Vocabulary.from_lines(read_class_lines(path))
         except VocabularyError as err:
             raise VocabularyError(f"class file '{path}': {err}") from None
 
@@ -82,6 +79,42 @@ class Vocabulary:
     def from_words(words: Sequence[str]) -> Vocabulary:
         """One class per word (a word may hold ", "-separated synonyms), e.g. `--vocabulary cat dog`."""
         return Vocabulary.from_lines(words)
+
+
+def read_class_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 class file, a leading byte-order mark removed, trailing blank lines dropped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise VocabularyError(f"class file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise VocabularyError(f"class file '{path}' cannot be read as UTF-8 text ({err})") from None
+    return text.rstrip().splitlines()
+
+
+def user_vocabulary(names: Sequence[str]) -> Vocabulary:
+    """The vocabulary of a user's class names (`--vocabulary` words or `--class-file` lines).
+
+    A name that is exactly "background" (any case) becomes class 0 with SCLIP's background synonyms (minus
+    words the user names as classes), displayed as "background"; the other names keep their order.
+    """
+    background_count = sum(name.strip().lower() == BACKGROUND_NAME for name in names)
+    if background_count > 1:
+        raise VocabularyError(f"duplicate class name {BACKGROUND_NAME!r}: give each class once")
+    others = [name for name in names if name.strip().lower() != BACKGROUND_NAME]
+    if background_count == 0:
+        return Vocabulary.from_lines(others)
+    vocabulary = Vocabulary.from_lines(with_background(others))
+    return replace(vocabulary, class_names=(BACKGROUND_NAME, *vocabulary.class_names[1:]))
+
+
+def user_class_file(path: Path | str) -> Vocabulary:
+    """`--class-file`: its lines under the rules of `user_vocabulary`."""
+    path = Path(path)
+    try:
+        return user_vocabulary(read_class_lines(path))
+    except VocabularyError as err:
+        raise VocabularyError(f"class file '{path}': {err}") from None
 
 
 def with_background(names: Sequence[str]) -> list[str]:
@@ -101,7 +134,7 @@ def _parse_line(line: str, number: int) -> tuple[str, ...]:
     if not line.strip():
         raise VocabularyError(f"line {number} of the vocabulary is empty: remove it or name a class")
     if any(not word for word in words):
-        raise VocabularyError(f"line {number} of the vocabulary ('{line.strip()}') has an empty synonym")
+        raise VocabularyError(f"line {number} of the vocabulary ({line.strip()!r}) has an empty synonym")
     return words
 
 
@@ -111,6 +144,6 @@ def _check_unique_names(synonyms: Sequence[tuple[str, ...]]) -> None:
         key = words[0].lower()
         if key in seen:
             raise VocabularyError(
-                f"duplicate class name '{words[0]}' (classes {seen[key]} and {index}): give each class once"
+                f"duplicate class name {words[0]!r} (classes {seen[key]} and {index}): give each class once"
             )
         seen[key] = index

@@ -1,4 +1,4 @@
-"""`clipsam export`: the three ONNX graphs, the text features and the manifest, written into one folder.
+"""`clipsam export`: the ONNX graphs of SCLIP and / or SAM2, text features and the manifest, in one folder.
 
 Order matters for atomicity: the old manifest is removed first, each graph is written to a temp file and
 renamed, and the manifest (with every graph's sha256) is written last. A folder whose export was interrupted
@@ -37,9 +37,16 @@ DEFAULT_QUERIES = (*DEMO_VOCABULARY, *BACKGROUND_SYNONYMS)
 _VERSIONED = ("torch", "onnx", "onnxruntime", "open_clip_torch", "sam2", "numpy", "numba")
 
 
+EXPORTABLE = ("sclip", "sam2")  # the manifest's model keys; `clipsam export --only` picks one
+
+
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to export: the models' weights (checkpoints or seeded random init) and the vocabulary to embed."""
+    """What to export: which models, their weights (checkpoints or seeded random init), the words to embed.
+
+    models: a subset of EXPORTABLE; "sclip" brings the SCLIP tower and the text features, "sam2" the SAM2
+    encoder and decoders. A model not exported needs no weights at all.
+    """
 
     out_dir: Path
     sam_model: str = "sam2.1-hiera-tiny"
@@ -49,47 +56,75 @@ class ExportRequest:
     sam_random: bool = False
     seed: int = 0
     queries: tuple[str, ...] = ()
-    int8: bool = False  # also write int8 copies of the encoders (the fast precision, export/quantize.py)
+    int8: bool = False  # also write the int8 SAM2 encoder (the fast precision, export/quantize.py)
+    models: tuple[str, ...] = EXPORTABLE
 
 
 def export_artifacts(request: ExportRequest, log=print) -> dict:
-    """Export the three graphs, the text features and (last) the manifest; returns the manifest record."""
+    """Export the requested models' graphs, the text features (with SCLIP) and, last, the manifest.
+
+    Returns the manifest record. Its top-level "random_weights" is derived: true when any exported model has
+    random weights; each entry of "models" says it for its own model.
+    """
+    unknown = set(request.models) - set(EXPORTABLE)
+    assert request.models and not unknown, f"models must be a non-empty subset of {EXPORTABLE}"
     out = Path(request.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
-    sclip = load_sclip(request.clip_checkpoint, random_weights=request.clip_random, seed=request.seed)
-    sam = build_sam2_model(
-        request.sam_model, request.sam_checkpoint, random_weights=request.sam_random, seed=request.seed
-    )
-    graphs = {}
-    for name, export in (
-        ("sclip_tower", lambda path: export_sclip_tower(sclip, path)),
-        ("sam2_encoder", lambda path: export_sam2_encoder(sam, path)),
-        ("sam2_decoder", lambda path: export_sam2_decoder(sam, path)),
-    ):
-        start = time.perf_counter()
-        report = export(out / f"{name}.onnx")
-        graphs[name] = _graph_entry(out / f"{name}.onnx", report, time.perf_counter() - start)
-        log(f"exported {name}.onnx in {graphs[name]['export_seconds']:.1f} s")
-    graphs.update(_export_fast_decoder(sam, out, log))
-    graphs["sclip_tower"].update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
-    graphs["sam2_encoder"]["preprocessing"] = _sam2_preprocessing()
-    embed_text(sclip, out / TEXT_DIR, (*DEFAULT_QUERIES, *request.queries))
+    graphs, models, extra = {}, {}, {}
+    if "sclip" in request.models:
+        sclip = load_sclip(request.clip_checkpoint, random_weights=request.clip_random, seed=request.seed)
+        graphs.update(_export_sclip(sclip, out, log))
+        embed_text(sclip, out / TEXT_DIR, (*DEFAULT_QUERIES, *request.queries))
+        models["sclip"] = _model_entry(DEFAULT_CLIP, sclip.arch.describe(), sclip, request.seed)
+        extra["text_features"] = {"dir": TEXT_DIR, "templates": "openai-imagenet-80"}
+    if "sam2" in request.models:
+        sam = build_sam2_model(
+            request.sam_model, request.sam_checkpoint, random_weights=request.sam_random, seed=request.seed
+        )
+        graphs.update(_export_sam2(sam, out, log))
+        models["sam2"] = _model_entry(sam.name, sam.spec.arch, sam, request.seed)
     record = {
         "clipsam_version": __version__,
         "created_unix": int(time.time()),
-        "random_weights": bool(request.clip_random or request.sam_random),
-        "models": {"sclip": _model_entry(DEFAULT_CLIP, sclip, request), "sam2": _sam_entry(sam, request)},
+        "random_weights": any(entry["random_weights"] for entry in models.values()),
+        "models": models,
         "graphs": graphs,
-        "text_features": {"dir": TEXT_DIR, "templates": "openai-imagenet-80"},
+        **extra,
         "versions": _versions(),
     }
     write_manifest(out, record)
-    if request.int8:
+    if request.int8 and "sam2" in request.models:
         from clipsam.export.quantize import add_int8_graphs
 
         record["graphs"].update(add_int8_graphs(out, log))
     return record
+
+
+def _export_sclip(sclip: SclipModel, out: Path, log) -> dict:
+    """The SCLIP tower graph's manifest entry (with its patch size and preprocessing)."""
+    entry = _timed_export("sclip_tower", lambda path: export_sclip_tower(sclip, path), out, log)
+    entry.update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
+    return {"sclip_tower": entry}
+
+
+def _export_sam2(sam: Sam2Model, out: Path, log) -> dict:
+    """The SAM2 encoder, the faithful decoder and the rewritten decoder's two graphs."""
+    graphs = {
+        "sam2_encoder": _timed_export("sam2_encoder", lambda path: export_sam2_encoder(sam, path), out, log),
+        "sam2_decoder": _timed_export("sam2_decoder", lambda path: export_sam2_decoder(sam, path), out, log),
+    }
+    graphs["sam2_encoder"]["preprocessing"] = _sam2_preprocessing()
+    graphs.update(_export_fast_decoder(sam, out, log))
+    return graphs
+
+
+def _timed_export(name: str, export, out: Path, log) -> dict:
+    start = time.perf_counter()
+    report = export(out / f"{name}.onnx")
+    entry = _graph_entry(out / f"{name}.onnx", report, time.perf_counter() - start)
+    log(f"exported {name}.onnx in {entry['export_seconds']:.1f} s")
+    return entry
 
 
 def embed_text(sclip: SclipModel, text_dir: Path, queries: Sequence[str]) -> np.ndarray:
@@ -162,27 +197,16 @@ def _sam2_preprocessing() -> dict:
     }
 
 
-def _weights_text(random_weights: bool, seed: int, digest: str) -> str:
-    return f"random-init, seed {seed}" if random_weights else f"sha256:{digest}"
-
-
-def _model_entry(name: str, sclip: SclipModel, request: ExportRequest) -> dict:
+def _model_entry(name: str, arch: str, model: SclipModel | Sam2Model, seed: int) -> dict:
+    """One model's provenance: weights sha256 or "random-init, seed N", and its own random_weights flag."""
+    random = bool(model.random_weights)
     return {
         "name": name,
-        "arch": sclip.arch.describe(),
-        "weights_id": sclip.weights_id,
-        "weights": _weights_text(sclip.random_weights, request.seed, sclip.weights_id),
-        "seed": request.seed if sclip.random_weights else None,
-    }
-
-
-def _sam_entry(sam: Sam2Model, request: ExportRequest) -> dict:
-    return {
-        "name": sam.name,
-        "arch": sam.spec.arch,
-        "weights_id": sam.weights_id,
-        "weights": _weights_text(sam.random_weights, request.seed, sam.weights_id),
-        "seed": request.seed if sam.random_weights else None,
+        "arch": arch,
+        "weights_id": model.weights_id,
+        "weights": f"random-init, seed {seed}" if random else f"sha256:{model.weights_id}",
+        "random_weights": random,
+        "seed": seed if random else None,
     }
 
 

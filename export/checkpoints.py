@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,22 @@ import torch
 from clipsam.engine.errors import CheckpointError
 
 _CHUNK = 1 << 20
+# What torch.load raises on a damaged or foreign file (found by fuzzing truncated / byte-flipped checkpoints:
+# a legacy pickle of text gives KeyError, a damaged zip BadZipFile, a damaged record name UnicodeDecodeError).
+LOAD_ERRORS = (
+    RuntimeError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    EOFError,
+    ValueError,
+    OSError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+    NotImplementedError,
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -40,11 +57,30 @@ def load_checkpoint(path: Path | str, what: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{what} checkpoint '{path}' is empty")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        message = f"{what} checkpoint '{path}' is corrupt or not a torch file ({first_line})"
+    except PermissionError as err:
+        raise CheckpointError(f"cannot read {what} checkpoint '{path}': {err.strerror}") from err
+    except LOAD_ERRORS as err:
+        message = f"{what} checkpoint '{path}' is corrupt or not a torch file ({first_line(err)})"
         raise CheckpointError(message) from err
     return _unwrap_state_dict(loaded, path, what)
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a TorchScript zip (OpenAI's CLIP release format); False for a damaged zip, which
+    torch.load then reports as corrupt."""
+    try:
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return False
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _unwrap_state_dict(loaded: object, path: Path, what: str) -> dict[str, torch.Tensor]:

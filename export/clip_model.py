@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,13 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from clipsam.engine.errors import CheckpointError
 from clipsam.engine.text_bank import OPENAI_IMAGENET_TEMPLATES
-from clipsam.export.checkpoints import check_keys_and_shapes, file_sha256, load_checkpoint
+from clipsam.export.checkpoints import (
+    LOAD_ERRORS,
+    check_keys_and_shapes,
+    file_sha256,
+    is_torchscript_archive,
+    load_checkpoint,
+)
 
 # Entries of OpenAI's state dicts that are metadata, not weights.
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -149,10 +154,7 @@ def read_clip_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], str
 
 
 def _is_torchscript_archive(path: Path) -> bool:
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    return is_torchscript_archive(path)  # a damaged zip is not one: torch.load then reports it as corrupt
 
 
 def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
@@ -162,7 +164,7 @@ def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": noise for a reader
             module = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError, OSError) as err:
+    except LOAD_ERRORS as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"CLIP checkpoint '{path}' is a corrupt TorchScript archive ({first_line})"
@@ -311,7 +313,7 @@ def load_sclip(
 
 def _build_for_weights(clip_arch: ClipArch) -> CLIP:
     # On the meta device: the random initialisation that the checkpoint overwrites anyway is skipped
-    # (about 2.7 s for ViT-B/16 on 2 cores); the weights are then assigned, not copied.
+    # (seconds of CPU for ViT-B/16); the weights are then assigned, not copied.
     with torch.device("meta"):
         return clip_arch.build()
 

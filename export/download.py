@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clipsam.engine.errors import DownloadError
+from clipsam.engine.output_files import new_file_mode
 from clipsam.export.checkpoints import file_sha256
 from clipsam.export.registry import ModelSpec
 
@@ -53,6 +54,7 @@ def download(
     destination.parent.mkdir(parents=True, exist_ok=True)
     folder = destination.parent
     handle, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=folder)
+    os.fchmod(handle, new_file_mode())  # mkstemp makes 0600; a checkpoint gets the mode the umask gives
     try:
         with os.fdopen(handle, "wb") as sink:
             digest = _stream(spec.url, sink, timeout_s, progress)

@@ -11,6 +11,8 @@ from pathlib import Path
 import onnx
 import torch
 
+from clipsam.engine.output_files import new_file_mode
+
 OPSET = 17
 
 # Ops TensorRT's parser rejects or that betray a trace of data-dependent Python (see FACTS.md, export
@@ -65,7 +67,7 @@ def export_onnx(
             )
         pin_static_output_dims(tmp_name)
         onnx.checker.check_model(tmp_name)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; artifacts are shared read-only files
+        os.chmod(tmp_name, new_file_mode())  # mkstemp makes 0600; the umask decides, as for any file
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

@@ -3,18 +3,9 @@
 Dynamic quantisation stores the weights of MatMul / Gemm nodes as int8 and quantises their activations per
 call (DynamicQuantizeLinear → MatMulInteger); every other op stays fp32. Convolutions are left alone on
 purpose: ConvInteger has no fast CPU kernel in onnxruntime and is slower than the fp32 convolution.
-
-Measured against onnxruntime fp32 on the 2-core AVX2 EPYC (no VNNI; loaded, ratios ±20 %), random weights:
-U8U8 (unsigned_weights=True) ran the SCLIP ViT-B/16 tower 1.4-1.7x faster (per-patch cosine ≥ 0.9997 with
-fp32, patch argmax over 5 classes 99.7 % equal) and the SAM2.1 tiny encoder 1.3-1.6x (image_embed max abs
-0.064 of 2.9; masks through the fp32 decoder keep IoU ≥ 0.996 per prompt), but the SAM2 decoder only
-1.06-1.1x with per-prompt mask IoU down to 0.983, below issue 5's 0.99: the decoder stays fp32. U8S8 is
-faster on SCLIP (2.0x) but saturates on AVX2 without VNNI (cosine 0.971, decoder IoU 0.89).
-
-Quiet re-measurement (load < 1, interleaved): SCLIP tower 1.52x, SAM2.1-tiny encoder 1.10-1.15x. End to end
-at 480×640 the int8 SCLIP tower moved the dense map's regions, hence the prompts, and the output segments
-fell to IoU 0.21-0.99 against fp32; so `--precision fast` uses only the int8 SAM2 encoder
-(manifest.INT8_GRAPHS), whose masks keep IoU ≥ 0.995 per prompt.
+Weights are stored unsigned (U8U8), which avoids the 16-bit saturation of U8S8 on CPUs without VNNI.
+`--precision fast` quantises only the SAM2 encoder (manifest.INT8_GRAPHS); the measurements behind that
+choice (speed and agreement of each graph in int8) are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from clipsam.engine.output_files import new_file_mode
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 
@@ -58,7 +51,7 @@ def quantize_graph(
                 op_types_to_quantize=list(op_types),
                 weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             )
-        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide the artifact from other users
+        os.chmod(temp_name, new_file_mode())  # mkstemp makes 0600; the umask decides, as for any file
         os.replace(temp_name, target)
     finally:
         Path(temp_name).unlink(missing_ok=True)
@@ -138,7 +131,8 @@ def parity_feeds(inputs: Sequence[Mapping], seed: int = 0, symbolic: int = 2) ->
 
 
 def add_int8_graphs(directory: Path | str, log=print) -> dict:
-    """Quantise the encoders of an exported folder (manifest.INT8_GRAPHS) and list them in its manifest.
+    """Quantise the graphs of manifest.INT8_GRAPHS (the SAM2 encoder) in an exported folder and list them in
+    its manifest.
 
     Each int8 copy gets its own manifest entry (file, sha256, parity on seeded noise); the manifest is
     rewritten atomically last, so an interrupted run leaves the folder as it was. Returns the new entries.

@@ -50,12 +50,12 @@ class VerifyReport:
 
 def torch_models_for(
     manifest: Manifest, *, clip_checkpoint: Path | None, sam_checkpoint: Path | None, need_sam: bool = True
-) -> tuple[SclipModel, Sam2Model | None]:
+) -> tuple[SclipModel | None, Sam2Model | None]:
     """Rebuild the torch modules an artifact folder was exported from (seeded random init, or checkpoints
-    whose sha256 must equal the manifest's)."""
+    whose sha256 must equal the manifest's); None for a model the folder does not hold (`export --only`)."""
     models = manifest.data["models"]
-    sclip = _rebuild_clip(models["sclip"], clip_checkpoint)
-    sam = _rebuild_sam(models["sam2"], sam_checkpoint) if need_sam else None
+    sclip = _rebuild_clip(models["sclip"], clip_checkpoint) if manifest.has_model("sclip") else None
+    sam = _rebuild_sam(models["sam2"], sam_checkpoint) if need_sam and manifest.has_model("sam2") else None
     return sclip, sam
 
 

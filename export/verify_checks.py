@@ -9,7 +9,7 @@ import torch
 
 from clipsam.engine.backends.torch_sclip import TorchSclip
 from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
-from clipsam.engine.manifest import FAST_DECODER_GRAPHS, read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline, default_dense_config, vocabulary_from_words
 from clipsam.engine.text_bank import TextBank
 from clipsam.engine.types import Prompts
@@ -33,19 +33,28 @@ def verify_artifacts(
     runtime = Pipeline.from_artifacts(directory, decoder="faithful")
     report = VerifyReport()
     rng = np.random.default_rng(seed)
-    _random_sclip(report, sclip, runtime, rng)
-    expected_features, prompts, reference = _random_sam2(report, sam, runtime, rng)
     picture = demo_scene() if image is None else image
-    _image_sclip(report, sclip, runtime, picture, Path(directory))
-    _image_sam2(report, sam, runtime, picture, prompt_count, rng)
+    if sclip is not None:  # a folder exported with --only sam2 has none
+        _random_sclip(report, sclip, runtime, rng)
+        _image_sclip(report, sclip, runtime, picture, Path(directory))
+    if sam is not None:
+        _verify_sam2(report, sam, runtime, manifest, picture, prompt_count, rng)
+    return report
+
+
+def _verify_sam2(
+    report: VerifyReport, sam, runtime: Pipeline, manifest: Manifest, picture: np.ndarray, count: int, rng
+) -> None:
+    """The SAM2 graphs on random inputs and on the image, then the fast decoder's when the folder has it."""
+    expected_features, prompts, reference = _random_sam2(report, sam, runtime, rng)
+    _image_sam2(report, sam, runtime, picture, count, rng)
     if manifest.has_graphs(FAST_DECODER_GRAPHS):
-        fast = Pipeline.from_artifacts(directory, decoder="fast").mask_backend
+        fast = Pipeline.from_artifacts(manifest.directory, decoder="fast").mask_backend
         image_tensors = fast.image_graph.run(expected_features)
         outputs = fast.decoder.run({**image_tensors, **prompts})
         for name, value in reference.items():
             report.max_abs[f"sam2_fast_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
-        _image_fast_masks(report, runtime, fast, picture, prompt_count, rng)
-    return report
+        _image_fast_masks(report, runtime, fast, picture, count, rng)
 
 
 def _image_fast_masks(

@@ -1,5 +1,6 @@
-"""`clipsam bench`: the measurement core on fake stages, ratio maths, the regression gate, the JSON record,
-one-line CLI errors, and two real runs (torch decoder; onnxruntime vs the torch reference)."""
+"""`clipsam bench`: the measurement core on fake stages, ratio maths, the JSON record, one-line CLI errors,
+and two real runs (torch decoder, gated against a baseline no run can regress from; onnxruntime vs the torch
+reference). The gate on fixed records: tests/test_bench_gate.py."""
 
 from __future__ import annotations
 
@@ -196,50 +197,6 @@ def test_read_record_rejects_unreadable_files(tmp_path):
             bench_record.read_record(path)
 
 
-def test_regression_gate_on_speedups():
-    baseline = fake_record({"sclip": 10.0, "total": 20.0}, {"sclip": 40.0, "total": 60.0})  # ×4, ×3
-    within = fake_record({"sclip": 11.0, "total": 21.0}, {"sclip": 40.0, "total": 60.0})  # ×3.64: -9 %
-    worse = fake_record({"sclip": 14.0, "total": 24.0}, {"sclip": 40.0, "total": 60.0})  # ×2.86: -29 %
-    passed = bench_record.compare_to_baseline(within, baseline, 0.10)
-    assert not passed.regressed and not passed.warnings
-    assert {c.stage for c in passed.checks} == {"sclip", "total"}
-    assert all(c.kind == "speedup" for c in passed.checks)
-    failed = bench_record.compare_to_baseline(worse, baseline, 0.10)
-    assert failed.regressed
-    assert [c.stage for c in failed.checks if c.regressed] == ["sclip", "total"]
-    assert failed.checks[0].change == pytest.approx((40 / 14) / 4 - 1)
-    # A slower machine that slows both sides alike is no regression.
-    slower = fake_record({"sclip": 20.0, "total": 40.0}, {"sclip": 80.0, "total": 120.0})
-    assert not bench_record.compare_to_baseline(slower, baseline, 0.10).regressed
-
-
-def test_baseline_from_another_machine_class_warns_and_compares_ratios_only():
-    baseline = fake_record({"total": 20.0}, {"total": 60.0})
-    baseline["machine"] = {**baseline["machine"], "cpu_model": "Some Other CPU", "usable_cores": 64}
-    record = fake_record({"total": 5.0}, {"total": 14.0})  # 4× faster machine; speedup ×2.8 vs ×3
-    report = bench_record.compare_to_baseline(record, baseline, 0.10)
-    assert any("Some Other CPU" in w for w in report.warnings)
-    assert [c.kind for c in report.checks] == ["speedup"] and not report.regressed
-    no_ratio = fake_record({"total": 5.0}, None)
-    with pytest.raises(ClipsamError, match="--compare-to torch"):
-        bench_record.compare_to_baseline(no_ratio, baseline, 0.10)
-
-
-def test_same_machine_without_reference_gates_latency():
-    baseline = fake_record({"total": 20.0}, None)
-    report = bench_record.compare_to_baseline(fake_record({"total": 23.0}, None), baseline, 0.10)
-    assert report.regressed and report.checks[0].kind == "latency_ms"
-    assert not bench_record.compare_to_baseline(fake_record({"total": 21.0}, None), baseline, 0.10).regressed
-
-
-def test_gate_refuses_another_stage():
-    baseline = fake_record({"total": 20.0}, {"total": 60.0})
-    record = fake_record({"total": 20.0}, {"total": 60.0})
-    record["config"] = {**record["config"], "stage": "decoder"}
-    with pytest.raises(ClipsamError, match="--stage"):
-        bench_record.compare_to_baseline(record, baseline, 0.10)
-
-
 def test_segment_agreement_is_one_for_identical_results_and_lower_when_masks_move():
     pipeline = fake_pipeline()
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -290,20 +247,22 @@ def test_cli_artifacts_with_checkpoint_clip_need_the_file(artifacts, capsys):
 def test_cli_torch_decoder_run(capsys, tmp_path):
     out = tmp_path / "decoder.json"
     args = ["bench", "--stage", "decoder", "--random-weights", "--runs", "1", "--warmup", "0"]
-    code, stdout, err = run_cli([*args, "--prompts", "4", "--size", "96x128", "--json", out], capsys)
+    args += ["--prompts", "4", "--size", "96x128"]
+    code, stdout, err = run_cli([*args, "--json", out], capsys)
     assert code == 0, err
     assert "sam2_decoder" in stdout and "RANDOM WEIGHTS" in stdout
     record = bench_record.read_record(out)
     assert record["ours"]["num_prompts"] == 4 and record["ours"]["backend"] == "torch"
     assert record["ours"]["stages"]["sam2_decoder"]["p50"] > 0 and record["reference"] is None
-    # Gate a rerun against a doctored baseline 100× faster on the same machine and model: exit 1.
+    # Gate a real rerun against a baseline doctored to 1000 s per stage: every stage is gated (the baseline is
+    # above MIN_GATED_MS) and none can regress, whatever this machine's speed.
     for stats in record["ours"]["stages"].values():
-        stats["p50"] /= 100
+        stats["p50"] = 1e6
     baseline = tmp_path / "baseline.json"
     bench_record.write_record(baseline, record)
-    code, stdout, err = run_cli([*args, "--prompts", "4", "--size", "96x128", "--baseline", baseline], capsys)
-    assert code == 1, err
-    assert "REGRESSED" in stdout and "regression beyond 10%" in err
+    code, stdout, err = run_cli([*args, "--baseline", baseline], capsys)
+    assert code == 0, err
+    assert "baseline check" in stdout and "REGRESSED" not in stdout and "not gated" not in stdout
 
 
 def test_cli_onnxruntime_vs_torch_reference(artifacts, tiny_clip_checkpoint, capsys, tmp_path):

@@ -76,7 +76,7 @@ def test_bad_image(tmp_path, out_dir, capsys, kind, fragment):
         ([], "vocabulary is empty"),
         (["--vocabulary", "car", "--edit", "paint"], "--edit"),
         (["--vocabulary", "car", "--precision", "fp4"], "unknown precision"),
-        (["--vocabulary", "car", "--precision", "fast"], "--precision fast runs int8 graphs on onnxruntime"),
+        (["--vocabulary", "car", "--precision", "fast"], "--precision fast runs on the CPU backends"),
     ],
     ids=[
         "duplicate",

@@ -149,24 +149,40 @@ def test_int8_encoder_keeps_mask_iou_per_prompt(tiny_int8_artifacts, sam_masks_f
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
 
 
-def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts):
-    """`--precision fast` (int8 SAM2 encoder) against exact fp32 through the pipelines themselves: the same
-    dense map and prompts, every prompt's mask with IoU ≥ 0.99, and the same segments class for class.
+@pytest.mark.parametrize("mechanism", ["auto", "int8"])
+def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts, mechanism):
+    """`--precision fast` against exact fp32 through the pipelines themselves, with the mechanism this CPU
+    selects ("auto": bf16 encoders on OpenVINO where the CPU has native bf16, else int8) and with int8
+    forced (runs on every CPU): ≥ 99 % dense-map argmax agreement (identical when SCLIP stays fp32), every
+    prompt's mask with IoU ≥ 0.99, and the same segments class for class.
 
     The output segments are not held to 0.99 each: with random weights every SAM2 mask covers most of the
     image, so segments are the slivers overlap resolution leaves, and a boundary shift of ~0.4 % of a large
     mask is a large share of a small sliver (measured at 480×640: per-prompt IoU ≥ 0.996, per-segment
     0.85-0.997; see benchmarks/bench_precision.py)."""
-    from clipsam.engine.pipeline import Pipeline, SegmentOptions, vocabulary_from_words
+    from clipsam.engine.artifacts import pipeline_from_artifacts
+    from clipsam.engine.cpu_caps import fast_mechanism, this_capability_class
+    from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
     from clipsam.engine.prompts import extract_prompts
 
     image, vocabulary = demo_scene(120, 160), vocabulary_from_words(["sky", "car", "road", "tree", "grass"])
     options = SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12)
-    pipelines = {p: Pipeline.from_artifacts(tiny_int8_artifacts, precision=p) for p in ("exact", "fast")}
-    assert pipelines["fast"].models["precision"] == "int8 SAM2 encoder, fp32 elsewhere"
+    pipelines = {
+        "exact": pipeline_from_artifacts(tiny_int8_artifacts),
+        "fast": pipeline_from_artifacts(tiny_int8_artifacts, precision="fast", fast_mechanism=mechanism),
+    }
+    chosen = fast_mechanism(this_capability_class()) if mechanism == "auto" else mechanism
+    assert pipelines["fast"].models["fast_mechanism"] == chosen
+    assert pipelines["fast"].models["cpu_class"] == this_capability_class()
     assert pipelines["exact"].models["precision"] == "fp32"
     dense = {p: pipeline.dense_map(image, vocabulary) for p, pipeline in pipelines.items()}
-    np.testing.assert_array_equal(dense["fast"].probs, dense["exact"].probs)  # SCLIP stays fp32
+    if chosen == "int8":  # SCLIP stays fp32
+        assert pipelines["fast"].models["precision"] == "int8 sam2_encoder, fp32 elsewhere"
+        np.testing.assert_array_equal(dense["fast"].probs, dense["exact"].probs)
+    else:
+        assert pipelines["fast"].models["precision"] == "bf16 sclip_tower + sam2_encoder, fp32 elsewhere"
+        agreement = (dense["fast"].probs.argmax(0) == dense["exact"].probs.argmax(0)).mean()
+        assert agreement >= 0.99, f"dense-map argmax agreement {agreement:.4f}"
     prompts = extract_prompts(dense["exact"], min_confidence=0.0, min_region_size=30, max_prompts=12)
     assert len(prompts) > 0
     masks = {}
@@ -180,12 +196,25 @@ def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts):
     assert classes["fast"] == classes["exact"] and classes["exact"]
 
 
-def test_precision_fast_needs_int8_graphs_and_onnxruntime(artifacts, tiny_int8_artifacts):
+def test_precision_fast_int8_needs_int8_graphs_and_onnxruntime(artifacts, tiny_int8_artifacts):
+    from clipsam.engine.artifacts import pipeline_from_artifacts
     from clipsam.engine.pipeline import Pipeline
 
     with pytest.raises(ClipsamError, match="export --int8"):
-        Pipeline.from_artifacts(artifacts, precision="fast")
+        pipeline_from_artifacts(artifacts, precision="fast", fast_mechanism="int8")
     with pytest.raises(ClipsamError, match="onnxruntime"):
-        Pipeline.from_artifacts(tiny_int8_artifacts, "openvino", precision="fast")
+        pipeline_from_artifacts(tiny_int8_artifacts, "openvino", precision="fast", fast_mechanism="int8")
+    with pytest.raises(ClipsamError, match="CPU backends"):
+        Pipeline.from_artifacts(tiny_int8_artifacts, "tensorrt", precision="fast")
     with pytest.raises(ClipsamError, match="unknown precision"):
         Pipeline.from_artifacts(tiny_int8_artifacts, precision="bf16")
+
+
+def test_exact_openvino_is_pinned_to_fp32_where_the_default_is_bf16(artifacts):
+    """OpenVINO's CPU plugin defaults to bf16 inference on bf16-capable CPUs: exact mode must pin f32."""
+    from clipsam.engine.pipeline import Pipeline
+
+    pipeline = Pipeline.from_artifacts(artifacts, "openvino")
+    assert pipeline.models["precision"] == "fp32"
+    assert pipeline.mask_backend.encoder.precision == "f32"
+    assert pipeline.dense_backend.tower.precision == "f32"

@@ -1,4 +1,4 @@
-"""clipsam's SCLIP reproduces the official code's outputs on a tiny random CLIP (../shared/golden/sclip)."""
+"""clipsam's SCLIP reproduces the official code's outputs on a tiny random CLIP (tests/data/golden)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ CONFIG_B = DenseConfig(short_side=0, logit_scale=65.0, prob_thd=0.1, area_thd=0.
 
 @pytest.fixture(scope="module")
 def golden(golden_dir: Path) -> dict[str, np.ndarray]:
-    """The official code's outputs; `golden_dir` (conftest) fails the test run if ../shared is absent."""
+    """The official code's outputs (tests/data/golden, located by the `golden_dir` fixture of conftest.py)."""
     with np.load(golden_dir / "sclip_golden_outputs.npz") as arrays:
         return {name: arrays[name] for name in arrays.files}
 

@@ -5,14 +5,7 @@ plugin: "fp32" runs every op in fp32; "bf16" lets the plugin run matmuls and con
 normalisations and reductions stay fp32), which only pays where the CPU executes bf16 natively (AMX or
 AVX512_BF16, reported as "BF16" in the plugin's optimization capabilities). Asking for bf16 on a CPU without
 it is an error, never a silent fp32 run: `fast_precision()` says which one this machine should use.
-
-Why this backend (issue 5, measured with benchmarks/bench_precision.py's mechanisms, same run, interleaved
-rounds, against onnxruntime fp32 with ORT_ENABLE_ALL): on the 2-core AMD EPYC this was written on (AVX2 only:
-no AVX-512, AMX or VNNI; OpenVINO reports FP32/INT8 only; load average 8-13 from other jobs, so ratios are
-±20 %), OpenVINO fp32 ran the SAM2.1 tiny encoder 1.2-1.6x faster than onnxruntime (two runs) with max
-abs 4e-6, and the SCLIP tower and SAM2 decoder at parity (0.9-1.1x, masks identical). bf16 could not be
-measured here: the CPU has none (torch's emulated bf16 GEMM runs at 0.16 GFLOP/s against 38 in fp32).
-Real weights may differ from the random weights these agreement figures were measured on.
+Its speed and agreement against onnxruntime: benchmarks/bench_precision.py, figures in benchmarks/README.md.
 """
 
 from __future__ import annotations

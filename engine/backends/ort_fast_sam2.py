@@ -17,9 +17,9 @@ from clipsam.engine.backends.base import Backend
 from clipsam.engine.backends.ort_stages import GraphSam2
 
 _FEATURE_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-# Prompts per decoder call: measured on SAM2.1 tiny, 2 CPU threads (benchmarks/bench_decoder.py); larger
-# chunks only add memory (~20 MB of activations per prompt).
-FAST_CHUNK_SIZE = 8  # memory bound as GraphSam2 (16 was ~15% faster per prompt here)
+# Prompts per decoder call: the same memory bound as GraphSam2 (activations grow linearly with the chunk;
+# chunk sizes measured with benchmarks/bench_decoder.py, figures in benchmarks/README.md).
+FAST_CHUNK_SIZE = 8
 
 
 class GraphSam2Fast(GraphSam2):

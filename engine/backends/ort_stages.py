@@ -1,4 +1,4 @@
-"""SCLIP and SAM2 stages on exported graphs (any Backend: onnxruntime today, TensorRT later). Torch-free.
+"""SCLIP and SAM2 stages on exported graphs, on any Backend (onnxruntime, OpenVINO, TensorRT). Torch-free.
 
 SAM2's preprocessing and mask upsampling are numpy / numba here (engine/sam2_transforms.py,
 kernels/upsample.py), equal to what the `sam2` package does in torch.
@@ -60,10 +60,9 @@ class GraphSam2:
     """SAM2 encoder + decoder graphs behind the MaskBackend protocol: ONE decoder call for all prompts.
 
     `workers`: optional single-threaded instances of the decoder graph; when given, a call of several chunks
-    deals the chunks out to them, one thread each (prompt parallelism instead of intra-op threads: on the
-    2-core CPU here, 2 workers × chunks of 2 decoded ~14 % faster than one 2-thread session × chunks of 8,
-    as each prompt's activations stay in cache and no op waits for a thread barrier). `decoder` serves
-    single-chunk calls with all its threads.
+    deals the chunks out to them, one thread each (prompt parallelism instead of intra-op threads: each
+    prompt's activations stay in one core's cache and no op waits for a thread barrier; figures in
+    benchmarks/README.md). `decoder` serves single-chunk calls with all its threads.
     """
 
     def __init__(
@@ -76,8 +75,7 @@ class GraphSam2:
         self.encoder = encoder
         self.decoder = decoder
         self.workers = list(workers)
-        # Per-prompt decoder activations are ~57 MB: chunks of 8 keep 1000 prompts on a 1080p image at 3.7 GB
-        # peak RSS (chunks of 32: 5.1 GB); per-prompt cost barely depends on the chunk above ~4.
+        # Prompts per decoder call: bounds the decoder's activations, which grow linearly with the chunk.
         self.chunk_size = chunk_size
         self._features: dict[str, np.ndarray] | None = None
         self._image_hw: tuple[int, int] | None = None

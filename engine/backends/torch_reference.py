@@ -42,8 +42,8 @@ def build_reference_pipeline(choice: ModelChoice, text_bank: TextBank | None = N
     dense = load_dense_backend(choice, text_bank)
     sam = load_sam2(choice)
     models = {
-        "clip": {"name": DEFAULT_CLIP, "weights": dense.weights_id},
-        "sam2": {"name": sam.name, "weights": sam.weights_id},
+        "clip": {"name": DEFAULT_CLIP, "weights": dense.weights_id, "random_weights": dense.random_weights},
+        "sam2": {"name": sam.name, "weights": sam.weights_id, "random_weights": sam.random_weights},
         "backend": "torch",
     }
     random_weights = dense.random_weights or sam.random_weights

@@ -1,0 +1,102 @@
+"""Capability classes from CPU flags and the fast-mode plan each class selects (fake flags: every class is
+tested on any machine; the plans' graphs run in tests/test_fast_mode.py on this CPU's own class)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipsam.engine import fast_mode
+from clipsam.engine.cpu_caps import (
+    CAPABILITY_CLASSES,
+    capability_class,
+    cpu_flags,
+    fast_mechanism,
+    parse_cpu_flags,
+)
+from clipsam.engine.errors import ClipsamError
+from clipsam.engine.fast_mode import BF16_GRAPHS, plan_precision
+from clipsam.engine.manifest import INT8_GRAPHS
+
+AVX2 = {"sse4_2", "fma", "avx", "avx2"}
+FLAGS_BY_CLASS = {
+    "amx": AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"},
+    "avx512-bf16": AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16"},
+    "vnni": AVX2 | {"avx512f", "avx512_vnni"},
+    "avx2": AVX2,
+    "baseline": {"sse4_2"},
+}
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16
+processor\t: 1
+flags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni avx512_bf16
+"""
+
+
+def test_cpuinfo_flags_are_parsed_per_word():
+    flags = parse_cpu_flags(CPUINFO)
+    assert flags == {"fpu", "sse4_2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
+    assert capability_class(flags) == "avx512-bf16"
+    assert parse_cpu_flags("model name\t: some ARM\nFeatures\t: fp asimd bf16\n") == {"fp", "asimd", "bf16"}
+
+
+@pytest.mark.parametrize("expected", CAPABILITY_CLASSES)
+def test_each_flag_set_maps_to_its_class(expected):
+    assert capability_class(FLAGS_BY_CLASS[expected]) == expected
+    assert capability_class({flag.upper() for flag in FLAGS_BY_CLASS[expected]}) == expected
+
+
+def test_avx_vnni_without_avx512_is_the_vnni_class():
+    assert capability_class(AVX2 | {"avx_vnni"}) == "vnni"
+
+
+@pytest.mark.parametrize(
+    "capability, mechanism",
+    [("amx", "bf16"), ("avx512-bf16", "bf16"), ("vnni", "int8"), ("avx2", "int8"), ("baseline", "int8")],
+)
+def test_fast_mechanism_per_class(capability, mechanism):
+    assert fast_mechanism(capability) == mechanism
+    assert fast_mechanism(capability, openvino_available=False) == "int8"
+
+
+def test_unknown_class_is_refused():
+    with pytest.raises(ValueError, match="unknown capability class"):
+        fast_mechanism("avx1024")
+
+
+def test_this_machine_has_a_class():
+    assert capability_class(cpu_flags()) in CAPABILITY_CLASSES
+
+
+@pytest.mark.parametrize("capability", CAPABILITY_CLASSES)
+def test_plan_per_class_on_onnxruntime(capability, monkeypatch):
+    monkeypatch.setattr(fast_mode, "openvino_available", lambda: True)
+    exact = plan_precision("exact", "onnxruntime", capability=capability)
+    assert (exact.mechanism, exact.bf16_graphs, exact.int8_graphs) == ("fp32", (), {})
+    assert exact.record() == {"precision": "fp32", "fast_mechanism": "fp32", "cpu_class": capability}
+    plan = plan_precision("fast", "onnxruntime", capability=capability)
+    if capability in ("amx", "avx512-bf16"):
+        assert (plan.mechanism, plan.bf16_graphs, plan.int8_graphs) == ("bf16", BF16_GRAPHS, {})
+        assert plan.description == "bf16 sclip_tower + sam2_encoder, fp32 elsewhere"
+    else:
+        assert (plan.mechanism, plan.bf16_graphs, plan.int8_graphs) == ("int8", (), INT8_GRAPHS)
+        assert plan.description == "int8 sam2_encoder, fp32 elsewhere"
+    assert plan.record()["fast_mechanism"] == plan.mechanism and plan.record()["cpu_class"] == capability
+
+
+def test_bf16_class_without_openvino_falls_back_to_int8_visibly(monkeypatch):
+    monkeypatch.setattr(fast_mode, "openvino_available", lambda: False)
+    plan = plan_precision("fast", "onnxruntime", capability="amx")
+    assert plan.mechanism == "int8" and plan.record()["fast_mechanism"] == "int8"
+    with pytest.raises(ClipsamError, match="pip install openvino"):
+        plan_precision("fast", "onnxruntime", mechanism="bf16", capability="amx")
+
+
+def test_openvino_fast_needs_a_bf16_class(monkeypatch):
+    monkeypatch.setattr(fast_mode, "openvino_available", lambda: True)
+    assert plan_precision("fast", "openvino", capability="avx512-bf16").mechanism == "bf16"
+    with pytest.raises(ClipsamError, match=r"avx2: no native bf16.*--backend onnxruntime"):
+        plan_precision("fast", "openvino", capability="avx2")
+    with pytest.raises(ClipsamError, match="unknown fast mechanism"):
+        plan_precision("fast", "onnxruntime", mechanism="fp8", capability="avx2")

@@ -40,18 +40,9 @@ def _enabled(config: pytest.Config) -> bool:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    reuse = os.environ.get("CLIPSAM_BENCH_ARTIFACTS")
-    if reuse:
-        return Path(reuse)
-    if not _enabled(request.config):
-        return request.getfixturevalue("tiny_artifacts")  # correctness run: the session's tiny-CLIP export
-    from clipsam.export.build import ExportRequest, export_artifacts
-
-    out = tmp_path_factory.mktemp("bench-artifacts")
-    request = ExportRequest(out, clip_random=True, sam_random=True, seed=0, int8=True)
-    export_artifacts(request, log=lambda _: None)
-    return out
+def artifacts(bench_artifacts: Path) -> Path:
+    """The session's benchmark artifacts (benchmarks/conftest.py), shared with the encoder group."""
+    return bench_artifacts
 
 
 @pytest.fixture(scope="module")

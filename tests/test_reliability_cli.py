@@ -159,13 +159,16 @@ def _start_dense_stuck_in_write(tmp_path: Path, clip: Path) -> tuple[subprocess.
     return process, marker
 
 
-def test_sigint_while_writing_leaves_nothing(tmp_path, tiny_clip_checkpoint):
+@pytest.mark.parametrize(
+    ("signum", "code", "line"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_signal_while_writing_leaves_nothing(tmp_path, tiny_clip_checkpoint, signum, code, line):
     process, _ = _start_dense_stuck_in_write(tmp_path, tiny_clip_checkpoint)
     assert any(name.endswith(TEMP_SUFFIX) for name in (p.name for p in tmp_path.iterdir()))
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
-    assert stderr_lines(err) == ["clipsam: interrupted"], err
+    assert process.returncode == code, err
+    assert stderr_lines(err) == [f"clipsam: {line}"], err
     assert_folder_holds(tmp_path, {"in.png"})
 
 
@@ -173,14 +176,15 @@ def test_sigint_while_writing_leaves_nothing(tmp_path, tiny_clip_checkpoint):
     ("signum", "code", "line"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 )
 def test_signals_become_one_line_and_their_exit_code(tmp_path, capsys, monkeypatch, signum, code, line):
-    """In process: the signal arrives while the command writes; the temp goes, the line and code are right."""
-    import os
-
+    """In process: the handler main() installed for the signal runs while the command writes; the temp goes,
+    the line and code are right, and the old handler comes back. The handler is called directly: delivering a
+    real signal to the pytest process crashed it once OpenVINO's CPU plugin had been loaded by an earlier test
+    (exit 139, not reproduced outside pytest); real delivery is tested in a fresh process above."""
     from clipsam.engine import output_files
 
     def stopped(stream):
         stream.write(b"partial")
-        os.kill(os.getpid(), signum)
+        signal.getsignal(signum)(signum, None)
 
     def dense_that_writes(*_args, **_kwargs):
         with output_files.atomic_output(tmp_path / "map.npz") as stream:

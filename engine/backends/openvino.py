@@ -5,6 +5,7 @@ plugin: "fp32" runs every op in fp32; "bf16" lets the plugin run matmuls and con
 normalisations and reductions stay fp32), which only pays where the CPU executes bf16 natively (AMX or
 AVX512_BF16, reported as "BF16" in the plugin's optimization capabilities). Asking for bf16 on a CPU without
 it is an error, never a silent fp32 run: `fast_precision()` says which one this machine should use.
+"fp32" is always requested explicitly: the plugin's own default on bf16-capable CPUs is bf16.
 Its speed and agreement against onnxruntime: benchmarks/bench_precision.py, figures in benchmarks/README.md.
 """
 

@@ -59,27 +59,22 @@ def _check_applies(families: tuple[str, ...], given: dict[str, tuple[str, bool]]
 
 
 def _weights(explicit: Path | None, name: str, family: str, random_weights: bool) -> tuple[Path | None, bool]:
-    """(checkpoint, random) of one exported model: the explicit file, else the model's file in the checkpoints
-    folder, else with --random-weights seeded random weights; a one-line error when there is none.
+    """(checkpoint, random) of one exported model, by `segment`'s rule (model_options.checkpoint_or_random:
+    the explicit file, else the checkpoints folder's, else --random-weights); the one-line error when there is
+    none also names --only, which leaves the model out."""
+    from clipsam.cli.model_options import checkpoint_or_random, default_checkpoint
 
-    The same rule as `segment` (model_options.checkpoint_or_random): --random-weights stands in only where no
-    weights exist, and the manifest says per model which weights are random."""
-    from clipsam.cli.model_options import default_checkpoint
-
-    if explicit is not None:
-        return explicit, False
-    path = default_checkpoint(name)
-    if path.is_file():
-        return path, False
-    if random_weights:
-        return None, True
-    flag = "--checkpoint" if family == "sam2" else "--clip-checkpoint"
-    other = "sclip" if family == "sam2" else "sam2"
-    raise CheckpointError(
-        f"no {_FAMILY_LABEL[family]} checkpoint for {name} (none at '{path}'): pass {flag} FILE, run "
-        f"`clipsam download {name}`, add --random-weights, or leave {_FAMILY_LABEL[family]} out "
-        f"with --only {other}"
-    )
+    try:
+        return checkpoint_or_random(explicit, name, _FAMILY_LABEL[family], random_weights)
+    except CheckpointError as err:
+        flag = "--checkpoint" if family == "sam2" else "--clip-checkpoint"
+        other = "sclip" if family == "sam2" else "sam2"
+        raise CheckpointError(
+            f"no {_FAMILY_LABEL[family]} checkpoint for {name} (none at '{default_checkpoint(name)}'): pass "
+            f"{flag} FILE, run "
+            f"`clipsam download {name}`, add --random-weights, or leave {_FAMILY_LABEL[family]} out "
+            f"with --only {other}"
+        ) from err
 
 
 def export(

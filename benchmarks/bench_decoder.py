@@ -4,9 +4,10 @@ the rewritten (fast) ONNX decoder, side by side in one run.
 SAM2.1 tiny with seeded random weights (cost does not depend on weight values), 480×640 image, one positive
 click per prompt. The three paths decode the SAME encoder features (the torch predictor's, handed to the
 graphs by a fixed encoder) and all include best-of-3 selection and upsampling to the image: each is a
-`predict(prompts)` call after `set_image`. The benchmarked body is the fast decoder; the torch loop and the
-faithful graph are timed by hand just before each of its rounds (median of the warm rounds); ms per prompt,
-achieved GFLOP/s (3.56 GFLOP per prompt, the faithful decoder's count), ratios and parity go to extra_info.
+`decode_masks(embedding, prompts)` call on the image's embedding. The benchmarked body is the fast decoder;
+the torch loop and the faithful graph are timed by hand just before each of its rounds (median of the warm
+rounds); ms per prompt, achieved GFLOP/s (3.56 GFLOP per prompt, the faithful decoder's count), ratios and
+parity go to extra_info.
 With --benchmark-disable (the default test run) each body runs once on 2 prompts as a correctness check;
 `pytest benchmarks/bench_decoder.py --benchmark-enable` measures B = 1, 16, 128, 512 (512: one round) and
 asserts issue 5's floor (fast ≥ 3× the torch loop) at 128 prompts.
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from floors import floor_fraction
 
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
 from clipsam.engine.types import Prompts
 
 HEIGHT, WIDTH = 480, 640
@@ -29,19 +30,20 @@ FLOOR_PROMPTS, FLOOR_RATIO = 128, 3.0
 # Fast mode (issue 5): ×6. Its decoder is this same fp32 graph (an int8 decoder cut mask IoU to 0.983),
 # so the fast-mode figure is the exact one, checked against ×6 in its own test below.
 FAST_MODE_FLOOR_RATIO = 6.0
+_FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 MEASURED: dict[str, float] = {}  # "fast vs torch loop" at FLOOR_PROMPTS, for the fast-mode floor
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory):
-    """SAM2.1 tiny (seed 0): torch reference, GraphSam2 (faithful graph), GraphSam2Fast, on one image."""
+def paths(tmp_path_factory) -> dict:
+    """SAM2.1 tiny (seed 0) on one image: {name: (mask stage, its image embedding)} for the torch reference,
+    GraphSam2 (faithful graph) and GraphSam2Fast, the graphs fed the reference's encoder features."""
+    from clipsam.engine.backends.graph_stages import GraphSam2, GraphSam2Fast
     from clipsam.engine.backends.onnxruntime import OrtGraph
-    from clipsam.engine.backends.ort_fast_sam2 import GraphSam2Fast
-    from clipsam.engine.backends.ort_stages import GraphSam2
-    from clipsam.engine.backends.torch_sam2 import Sam2Reference
     from clipsam.export.onnx_sam2_decoder import export_sam2_decoder
     from clipsam.export.sam2_fast_decoder import FAST_GRAPH, IMAGE_GRAPH, export_sam2_fast_decoder
     from clipsam.export.sam2_model import build_sam2_model
+    from clipsam.reference.sam2_predictor import Sam2Reference
 
     model = build_sam2_model("sam2.1-hiera-tiny", random_weights=True, seed=0)
     folder = tmp_path_factory.mktemp("bench-decoder")
@@ -49,37 +51,42 @@ def paths(tmp_path_factory):
     export_sam2_fast_decoder(model, folder, parity_batches=())
     image = demo_scene(HEIGHT, WIDTH)
     reference = Sam2Reference(model)
-    reference.set_image(image)
-    encoder = PredictorFeatures(reference)
+    reference_embedding = reference.embed(image)
+    encoder = PredictorFeatures(reference_embedding)
     cpu = ["CPUExecutionProvider"]
     faithful_decoder = OrtGraph(folder / "sam2_decoder.onnx", cpu)
     fast_decoder, image_graph = OrtGraph(folder / FAST_GRAPH, cpu), OrtGraph(folder / IMAGE_GRAPH, cpu)
-    faithful = GraphSam2(encoder, faithful_decoder, **_as_runtime(faithful_decoder))
-    fast = GraphSam2Fast(encoder, image_graph, fast_decoder, **_as_runtime(fast_decoder))
-    faithful.set_image(image)
-    fast.set_image(image)
-    return {"torch loop": reference, "faithful onnx": faithful, "fast onnx": fast}
+    faithful = GraphSam2(encoder, faithful_decoder, model_id="faithful", **_as_runtime(faithful_decoder))
+    fast = GraphSam2Fast(encoder, image_graph, fast_decoder, model_id="fast", **_as_runtime(fast_decoder))
+    return {
+        "torch loop": (reference, reference_embedding),
+        "faithful onnx": (faithful, faithful.embed(image)),
+        "fast onnx": (fast, fast.embed(image)),
+    }
 
 
 def _as_runtime(decoder) -> dict:
-    """Chunking as Pipeline.from_artifacts sets it: single-threaded workers per core on a multi-core CPU."""
-    from clipsam.engine.artifacts import WORKER_CHUNK_SIZE, cpu_decoder_workers
+    """Chunking as the factory sets it (engine/artifacts.py): single-threaded workers per core on a
+    multi-core CPU."""
+    from clipsam.engine.artifacts import WORKER_CHUNK_SIZE
+    from clipsam.engine.backends.onnxruntime import decoder_workers
 
-    workers = cpu_decoder_workers(decoder)
+    workers = decoder_workers(decoder)
     return {"chunk_size": WORKER_CHUNK_SIZE, "workers": workers} if workers else {}
 
 
-class PredictorFeatures:
-    """An encoder Backend that returns the torch predictor's features for the image it was given."""
+def _decode(path: tuple, prompts: Prompts):
+    """One path's dense masks for all prompts (MaskCandidates, best of 3, image frame)."""
+    stage, embedding = path
+    return stage.decode_masks(embedding, prompts)
 
-    def __init__(self, reference) -> None:
-        features = reference._predictor._features
-        level_0, level_1 = features["high_res_feats"]
-        self.features = {
-            "image_embed": features["image_embed"].numpy(),
-            "high_res_feats_0": level_0.numpy(),
-            "high_res_feats_1": level_1.numpy(),
-        }
+
+class PredictorFeatures:
+    """An encoder Backend that returns the torch predictor's features (its embedding's arrays) whatever the
+    image."""
+
+    def __init__(self, embedding) -> None:
+        self.features = {name: embedding.arrays[name] for name in _FEATURE_NAMES}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(self.features)
@@ -104,10 +111,15 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, (a & b).sum(axis=(1, 2)) / np.maximum(union, 1), 1.0)
 
 
-def _low_res_parity(faithful, fast, prompts: Prompts) -> float:
+def _low_res_parity(faithful: tuple, fast: tuple, prompts: Prompts) -> float:
     """Max abs difference of all decoder outputs, fast vs faithful graph, on the same feeds (all prompts)."""
+    from clipsam.engine.backends.graph_stages import prompt_feeds
+
     worst = 0.0
-    faithful_feeds, fast_feeds = faithful._decoder_feeds(prompts, False), fast._decoder_feeds(prompts, False)
+    (faithful, faithful_embedding), (fast, fast_embedding) = faithful, fast
+    shared = prompt_feeds(prompts, False, (HEIGHT, WIDTH))
+    faithful_feeds = {**faithful_embedding.arrays, **shared}
+    fast_feeds = {**fast_embedding.arrays, **shared}
     for start in range(0, len(prompts), 16):
         rows = slice(start, start + 16)
         extra = {"mask_input": np.zeros((len(prompts.labels[rows]), 1, 256, 256), np.float32)}
@@ -132,12 +144,12 @@ def test_decoder_all_prompts(benchmark, paths, count):
         so a load change on this shared machine hits them alike."""
         for name in seconds:
             started = time.perf_counter()
-            results[name] = paths[name].predict(prompts)
+            results[name] = _decode(paths[name], prompts)
             seconds[name].append(time.perf_counter() - started)
 
     rounds = 1 if benchmark.disabled or count > FLOOR_PROMPTS else (2 if count == FLOOR_PROMPTS else 3)
     results["fast onnx"] = benchmark.pedantic(
-        lambda: paths["fast onnx"].predict(prompts),
+        lambda: _decode(paths["fast onnx"], prompts),
         setup=time_the_others,
         rounds=rounds,
         iterations=1,

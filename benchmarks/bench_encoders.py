@@ -1,5 +1,5 @@
 """The two encoder stages (SCLIP dense map, SAM2 image encoder) of the artifact engine against the PyTorch
-reference, exact and `--precision fast` (the mechanism this CPU's class selects, engine/fast_mode.py).
+reference, exact and `--precision fast` (the mechanism this CPU's class selects, engine/precision.py).
 
 480×640 street scene, SCLIP ViT-B/16 + SAM2.1 tiny, seeded random weights. The reference's stage runs
 untimed-by-pytest-benchmark right before each of ours (pedantic `setup`), so load drift hits both sides;
@@ -21,10 +21,11 @@ import pytest
 from floors import floor
 from harness import benchmarks_enabled
 
-from clipsam.engine.bench import PromptSource, StageRunner, bench_vocabulary, grid_prompts
-from clipsam.engine.bench_record import library_versions, machine_info
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
+from clipsam.engine.bench.measure import PromptSource, StageRunner, bench_vocabulary
+from clipsam.engine.bench.record import library_versions, machine_info
 from clipsam.engine.pipeline import Pipeline
+from clipsam.engine.prompts import grid_prompts
 
 HEIGHT, WIDTH = 480, 640
 ROUNDS = 3
@@ -35,9 +36,9 @@ STAGES = {"sclip": "dense", "sam2_encoder": "encoder"}  # timing key → StageRu
 
 @pytest.fixture(scope="module", params=["exact", "fast"])
 def engine(request: pytest.FixtureRequest, bench_artifacts: Path) -> Pipeline:
-    from clipsam.engine.artifacts import pipeline_from_artifacts
-    from clipsam.engine.fast_mode import plan_precision
+    from clipsam.engine.factory import load_pipeline
     from clipsam.engine.manifest import read_manifest
+    from clipsam.engine.precision import plan_precision
 
     artifacts = bench_artifacts
     plan = plan_precision(request.param, "onnxruntime")
@@ -46,7 +47,7 @@ def engine(request: pytest.FixtureRequest, bench_artifacts: Path) -> Pipeline:
         if benchmarks_enabled(request.config):
             pytest.fail(f"{artifacts} has no int8 graphs: export it with `clipsam export --int8`")
         artifacts = request.getfixturevalue("tiny_int8_artifacts")
-    return pipeline_from_artifacts(artifacts, precision=request.param)
+    return load_pipeline(artifacts, "onnxruntime", precision=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +58,10 @@ def image() -> np.ndarray:
 def _stage_agreement(stage: str, ours: Pipeline, theirs: Pipeline, image: np.ndarray) -> dict:
     vocabulary = bench_vocabulary()
     if stage == "sclip":
-        mine, reference = (p.dense_map(image, vocabulary).probs.argmax(0) for p in (ours, theirs))
+        mine, reference = (p.dense(image, vocabulary).probs.argmax(0) for p in (ours, theirs))
         return {"dense_argmax_agreement": float((mine == reference).mean())}
-    prompts = grid_prompts(4, HEIGHT, WIDTH, vocabulary.num_classes)
-    masks = []
-    for pipeline in (ours, theirs):
-        pipeline.mask_backend.set_image(image)
-        masks.append(pipeline.mask_backend.predict(prompts).masks)
+    prompts = grid_prompts(HEIGHT, WIDTH, 4, vocabulary.num_classes)
+    masks = [pipeline.decode_masks(pipeline.embed(image), prompts).masks for pipeline in (ours, theirs)]
     union = (masks[0] | masks[1]).sum(axis=(1, 2))
     ious = np.where(union > 0, (masks[0] & masks[1]).sum(axis=(1, 2)) / np.maximum(union, 1), 1.0)
     return {"mask_iou_min": float(ious.min())}

@@ -5,7 +5,7 @@ CLIP-guided engine against SAM2's blind point grid.
 values). Engine vs reference: a fixed grid of 128 prompts (random weights give only ~10 dense-map regions
 here; the floor is quoted at 128), the prompt stage still timed on the dense map. Blind grid: the dense
 map's real prompts (min confidence 0, at most 128), since the query count is the point. Stages are timed
-by `clipsam.engine.bench.StageRunner`, as `clipsam bench` does. The artifacts are exported once
+by `clipsam.engine.bench.measure.StageRunner`, as `clipsam bench` does. The artifacts are exported once
 per module into a temp folder (CLIPSAM_BENCH_ARTIFACTS=DIR reuses an export made with
 `clipsam export --out DIR --random-weights`).
 
@@ -25,9 +25,9 @@ import floors
 import numpy as np
 import pytest
 
-from clipsam.engine.bench import PromptSource, StageRunner, bench_vocabulary
-from clipsam.engine.bench_record import library_versions, machine_info, segment_agreement
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
+from clipsam.engine.bench.measure import PromptSource, StageRunner, bench_vocabulary
+from clipsam.engine.bench.record import library_versions, machine_info, segment_agreement
 from clipsam.engine.pipeline import Pipeline
 
 HEIGHT, WIDTH, PROMPTS = 480, 640, 128
@@ -47,32 +47,35 @@ def artifacts(bench_artifacts: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(artifacts: Path) -> Pipeline:
-    return Pipeline.from_artifacts(artifacts, "onnxruntime")
+    from clipsam.engine.factory import load_pipeline
+
+    return load_pipeline(artifacts, "onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def fast_engine(artifacts: Path, request: pytest.FixtureRequest) -> Pipeline:
     """`--precision fast` (this CPU class's mechanism); the correctness run may use the tiny int8 copy."""
+    from clipsam.engine.factory import load_pipeline
     from clipsam.engine.manifest import INT8_GRAPHS, read_manifest
 
     if not read_manifest(artifacts, check_files=False).has_graphs(tuple(INT8_GRAPHS.values())):
         if _enabled(request.config):
             pytest.fail(f"{artifacts} has no int8 graphs: export it with `clipsam export --int8`")
         artifacts = request.getfixturevalue("tiny_int8_artifacts")
-    return Pipeline.from_artifacts(artifacts, "onnxruntime", precision="fast")
+    return load_pipeline(artifacts, "onnxruntime", precision="fast")
 
 
 @pytest.fixture(scope="module")
 def reference(engine: Pipeline, artifacts: Path, request: pytest.FixtureRequest) -> Pipeline:
-    from clipsam.engine.backends.torch_reference import build_reference_pipeline
-    from clipsam.engine.bench import reference_choice
+    from clipsam.engine.bench.measure import reference_choice
+    from clipsam.engine.factory import load_reference_pipeline
     from clipsam.engine.manifest import read_manifest
 
     models = read_manifest(artifacts, check_files=False).data["models"]
     clip_file = (
         None if models["sclip"].get("seed") is not None else request.getfixturevalue("tiny_clip_checkpoint")
     )
-    pipeline = build_reference_pipeline(reference_choice(models, clip_file, None))
+    pipeline = load_reference_pipeline(reference_choice(models, clip_file, None))
     for model in ("clip", "sam2"):
         assert pipeline.models[model]["weights"] == engine.models[model]["weights"], (
             "same weights or no ratio"
@@ -173,7 +176,7 @@ def test_blind_grid_vs_clip_guided(benchmark, reference, engine, image):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     side = _grid_side(benchmark)
-    generator = SAM2AutomaticMaskGenerator(reference.mask_backend.model.module, points_per_side=side)
+    generator = SAM2AutomaticMaskGenerator(reference.mask_stage.model.module, points_per_side=side)
     grid_seconds = []
 
     def generate() -> list[dict]:

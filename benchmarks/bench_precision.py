@@ -25,9 +25,9 @@ import pytest
 
 from clipsam.engine.backends.onnxruntime import OrtGraph
 from clipsam.engine.backends.openvino import OvGraph, fast_precision
-from clipsam.engine.bench_record import library_versions, machine_info
-from clipsam.engine.demo_scene import demo_scene
-from clipsam.engine.sam2_transforms import preprocess_sam2, sam2_point_coords
+from clipsam.engine.bench.demo_scene import demo_scene
+from clipsam.engine.bench.record import library_versions, machine_info
+from clipsam.engine.transforms import preprocess_sam2, sam2_point_coords
 from clipsam.kernels.upsample import upsample_masks
 
 HEIGHT, WIDTH, CROPS = 480, 640, 6

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsam.engine.demo_scene import demo_scene
-from clipsam.engine.merge import merge_candidates
+from clipsam.engine.bench.demo_scene import demo_scene
 from clipsam.engine.model_choice import ModelChoice
-from clipsam.engine.pipeline import default_dense_config, encode_segments, vocabulary_from_words
-from clipsam.engine.types import Prompts
+from clipsam.engine.pipeline import SegmentOptions, default_dense_config, vocabulary_from_words
+from clipsam.engine.prompts import grid_prompts
 
 HEIGHT, WIDTH, PROMPTS = 480, 640, 128
 VOCABULARY = ["sky", "car", "road", "tree"]
@@ -22,9 +21,9 @@ VOCABULARY = ["sky", "car", "road", "tree"]
 
 @pytest.fixture(scope="module")
 def reference():
-    from clipsam.engine.backends.torch_reference import build_reference_pipeline
+    from clipsam.engine.factory import load_reference_pipeline
 
-    return build_reference_pipeline(ModelChoice(clip_random=True, sam_random=True, seed=0))
+    return load_reference_pipeline(ModelChoice(clip_random=True, sam_random=True, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +31,9 @@ def image() -> np.ndarray:
     return demo_scene(HEIGHT, WIDTH)
 
 
-def grid_prompts(count: int, height: int, width: int) -> Prompts:
-    """`count` single-point prompts spread over the image on a jittered grid (image frame)."""
-    side = int(np.ceil(np.sqrt(count)))
-    ys, xs = np.meshgrid((np.arange(side) + 0.5) * height / side, (np.arange(side) + 0.5) * width / side)
-    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)[:count].astype(np.float32)
-    boxes = np.concatenate([coords - 20, coords + 20], axis=1).astype(np.float32)
-    return Prompts(
-        coords=coords[:, None, :],
-        labels=np.ones((count, 1), np.int32),
-        class_ids=(np.arange(count) % len(VOCABULARY)).astype(np.int32),
-        scores=np.linspace(0.9, 0.5, count, dtype=np.float32),
-        boxes=boxes,
-        areas=np.full(count, 1600, np.int64),
-    )
+def grid(count: int):
+    """`count` one-point prompts on engine/prompts.py's regular grid over the image (image frame)."""
+    return grid_prompts(HEIGHT, WIDTH, count, len(VOCABULARY))
 
 
 def _prompt_count(benchmark) -> int:
@@ -60,33 +48,28 @@ def _run(benchmark, fn):
 @pytest.mark.benchmark(group="reference-stages")
 def test_reference_sclip_dense_map(benchmark, reference, image):
     vocabulary = vocabulary_from_words(VOCABULARY)
-    dense = _run(benchmark, lambda: reference.dense_map(image, vocabulary, default_dense_config(vocabulary)))
+    dense = _run(benchmark, lambda: reference.dense(image, vocabulary, default_dense_config(vocabulary)))
     assert dense.probs.shape == (len(VOCABULARY), HEIGHT, WIDTH)
 
 
 @pytest.mark.benchmark(group="reference-stages")
 def test_reference_sam2_encoder(benchmark, reference, image):
-    _run(benchmark, lambda: reference.mask_backend.set_image(image))
+    embedding = _run(benchmark, lambda: reference.embed(image))
+    assert embedding.image_hw == (HEIGHT, WIDTH)
 
 
 @pytest.mark.benchmark(group="reference-stages")
 def test_reference_decoder_loop(benchmark, reference, image):
-    reference.mask_backend.set_image(image)
-    prompts = grid_prompts(_prompt_count(benchmark), HEIGHT, WIDTH)
-    candidates = _run(benchmark, lambda: reference.mask_backend.predict(prompts))
+    embedding = reference.embed(image)
+    prompts = grid(_prompt_count(benchmark))
+    candidates = _run(benchmark, lambda: reference.decode_masks(embedding, prompts))
     benchmark.extra_info["prompts"] = len(prompts)
     assert candidates.masks.shape == (len(prompts), HEIGHT, WIDTH)
 
 
 @pytest.mark.benchmark(group="reference-stages")
 def test_reference_merge_and_rle(benchmark, reference, image):
-    reference.mask_backend.set_image(image)
-    candidates = reference.mask_backend.predict(grid_prompts(_prompt_count(benchmark), HEIGHT, WIDTH))
-    names = tuple(VOCABULARY)
-
-    def merge():
-        merged = merge_candidates(candidates, iou_threshold=0.8, min_region_size=100)
-        return encode_segments(merged, names)
-
-    segments = _run(benchmark, merge)
+    candidates = reference.decode_masks(reference.embed(image), grid(_prompt_count(benchmark)))
+    options = SegmentOptions(iou_threshold=0.8, min_region_size=100)
+    segments = _run(benchmark, lambda: reference.merge(candidates, options, tuple(VOCABULARY)))
     assert all(s.area >= 100 for s in segments)

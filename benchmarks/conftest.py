@@ -33,11 +33,11 @@ def bench_artifacts(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fi
 def bench_reference(bench_artifacts: Path, request: pytest.FixtureRequest):
     """The pure PyTorch reference pipeline with the artifacts' weights (seeded random, or the golden tiny CLIP
     of the correctness run)."""
-    from clipsam.engine.backends.torch_reference import build_reference_pipeline
-    from clipsam.engine.bench import reference_choice
+    from clipsam.engine.bench.measure import reference_choice
+    from clipsam.engine.factory import load_reference_pipeline
     from clipsam.engine.manifest import read_manifest
 
     models = read_manifest(bench_artifacts, check_files=False).data["models"]
     random_clip = models["sclip"].get("seed") is not None
     clip_file = None if random_clip else request.getfixturevalue("tiny_clip_checkpoint")
-    return build_reference_pipeline(reference_choice(models, clip_file, None))
+    return load_reference_pipeline(reference_choice(models, clip_file, None))

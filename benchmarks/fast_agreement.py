@@ -14,13 +14,14 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 import numpy as np
 
-from clipsam.engine.artifacts import pipeline_from_artifacts
-from clipsam.engine.bench import bench_vocabulary, grid_prompts, parse_size, real_prompts
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
+from clipsam.engine.bench.measure import bench_vocabulary, parse_size, real_prompts
+from clipsam.engine.factory import load_pipeline
+from clipsam.engine.pipeline import StageTimer
+from clipsam.engine.prompts import grid_prompts
 
 GRID_PROMPTS = 128
 
@@ -32,32 +33,28 @@ def mask_ious(ours: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
 
 
-def timed_ms(call) -> tuple[object, float]:
-    start = time.perf_counter()
-    value = call()
-    return value, (time.perf_counter() - start) * 1000.0
-
-
 def stage_times(pipelines: dict, image: np.ndarray, vocabulary, rounds: int) -> dict:
     """Median ms of the dense map and the SAM2 encoder per pipeline, rounds interleaved."""
     samples = {name: {"sclip": [], "sam2_encoder": []} for name in pipelines}
     for round_index in range(rounds + 1):  # round 0 warms up
         names = list(pipelines) if round_index % 2 == 0 else list(pipelines)[::-1]
         for name in names:
-            pipeline = pipelines[name]
-            _, sclip_ms = timed_ms(lambda p=pipeline: p.dense_map(image, vocabulary))
-            _, encoder_ms = timed_ms(lambda p=pipeline: p.mask_backend.set_image(image))
+            timer = StageTimer()
+            with timer.stage("sclip"):
+                pipelines[name].dense(image, vocabulary)
+            with timer.stage("sam2_encoder"):
+                pipelines[name].embed(image)
             if round_index:
-                samples[name]["sclip"].append(sclip_ms)
-                samples[name]["sam2_encoder"].append(encoder_ms)
+                for stage, values in samples[name].items():
+                    values.append(timer.values[stage])
     return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
 
 def agreement(pipelines: dict, image: np.ndarray, vocabulary) -> dict:
     exact, fast = pipelines["exact"], pipelines["fast"]
-    dense = {name: p.dense_map(image, vocabulary) for name, p in pipelines.items()}
+    dense = {name: p.dense(image, vocabulary) for name, p in pipelines.items()}
     argmax = {name: d.probs.argmax(axis=0) for name, d in dense.items()}
-    prompts = {name: real_prompts(d, 128) for name, d in dense.items()}
+    prompts = {name: real_prompts(pipelines[name], d, vocabulary) for name, d in dense.items()}
     same_count = len(prompts["exact"]) == len(prompts["fast"])
     shift = np.abs(prompts["exact"].coords - prompts["fast"].coords).max() if same_count else np.inf
     record = {
@@ -69,12 +66,13 @@ def agreement(pipelines: dict, image: np.ndarray, vocabulary) -> dict:
         "prompts_exact": len(prompts["exact"]),
         "prompts_fast": len(prompts["fast"]),
     }
-    grid = grid_prompts(GRID_PROMPTS, *image.shape[:2], vocabulary.num_classes)
+    grid = grid_prompts(*image.shape[:2], GRID_PROMPTS, vocabulary.num_classes)
+    embeddings = {name: pipeline.embed(image) for name, pipeline in (("exact", exact), ("fast", fast))}
     for label, batch in (("own_prompts", prompts["exact"]), ("grid128", grid)):
-        masks = {}
-        for name, pipeline in (("exact", exact), ("fast", fast)):
-            pipeline.mask_backend.set_image(image)
-            masks[name] = pipeline.mask_backend.predict(batch).masks
+        masks = {
+            name: pipeline.decode_masks(embeddings[name], batch).masks
+            for name, pipeline in (("exact", exact), ("fast", fast))
+        }
         ious = mask_ious(masks["fast"], masks["exact"])
         record[f"mask_iou_min_{label}"] = float(ious.min())
         record[f"mask_iou_mean_{label}"] = float(ious.mean())
@@ -91,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     image, vocabulary = demo_scene(*parse_size(args.size)), bench_vocabulary()
     pipelines = {
-        "exact": pipeline_from_artifacts(args.artifacts),
-        "fast": pipeline_from_artifacts(args.artifacts, precision="fast", fast_mechanism=args.mechanism),
+        "exact": load_pipeline(args.artifacts, "onnxruntime"),
+        "fast": load_pipeline(args.artifacts, "onnxruntime", precision="fast", fast_mechanism=args.mechanism),
     }
     record = {"fast": pipelines["fast"].models["precision"], "load_before": os.getloadavg()[0]}
     record.update(agreement(pipelines, image, vocabulary))

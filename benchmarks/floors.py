@@ -1,4 +1,4 @@
-"""Speed floors per CPU capability class (engine/cpu_caps.py): ratios against the torch reference measured
+"""Speed floors per CPU capability class (engine/precision.py): ratios against the torch reference measured
 in the same run (SCLIP ViT-B/16 + SAM2.1 tiny, random weights, 480×640).
 
 `floor(case, precision)` is issue 17's target for this machine's class times CLIPSAM_FLOOR_FRACTION
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from clipsam.engine.cpu_caps import BF16_CLASSES, this_capability_class
+from clipsam.engine.precision import BF16_CLASSES, this_capability_class
 
 # case → (exact, fast) target ratio vs the torch reference (issue 17)
 TARGETS = {

@@ -7,7 +7,7 @@ the Hiera stage-3 MLP of the SAM2.1 encoder at 1024² ([64·64, 384] × [384, 15
 (a one-MatMul graph: MLAS fp32; MatMulInteger U8U8 and U8S8 for int8), OpenVINO (the same graph compiled
 with inference precision f32 and, where the CPU has native bf16, bf16) and torch (fp32, bf16). Each cell is
 the median over `repeats` timed calls after a warm-up; GFLOP/s = 2·M·K·N / time. Prints a table with the
-CPU capability class (engine/cpu_caps.py); the figures are quoted in benchmarks/README.md.
+CPU capability class (engine/precision.py); the figures are quoted in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def cases(bf16: bool) -> list[tuple[str, str, Callable]]:
 
 
 def main() -> None:
-    from clipsam.engine.cpu_caps import BF16_CLASSES, this_capability_class
+    from clipsam.engine.precision import BF16_CLASSES, this_capability_class
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)

@@ -21,6 +21,7 @@ from clipsam.cli import (
     commands_export,
     commands_models,
     commands_segment,
+    commands_serve,
     commands_trt,
     guard,
 )
@@ -40,6 +41,7 @@ commands_export.register(app)
 commands_eval.register(app)
 commands_trt.register(app)
 commands_bench.register(app)
+commands_serve.register(app)
 
 USER_ERROR_EXIT = 2
 # Resolved versions printed by `clipsam --version -v` (the lock file pins them all: constraints.txt).
@@ -84,7 +86,7 @@ def print_version(verbose: bool) -> None:
     """`clipsam X.Y.Z`; with verbose, one `package version` line per key package and Python."""
     print(f"clipsam {__version__}")
     if verbose:
-        from clipsam.engine.versions import package_versions
+        from clipsam.engine.manifest import package_versions
 
         print(f"python {platform.python_version()}")
         for package, installed in package_versions(KEY_PACKAGES, missing="not installed").items():

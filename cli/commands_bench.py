@@ -18,6 +18,7 @@ from clipsam.cli.commands_segment import (
     RandomOpt,
     SeedOpt,
 )
+from clipsam.engine.backends import pipeline_names
 from clipsam.engine.errors import ClipsamError
 
 # The table is ~100 columns wide; rich assumes 80 when stdout is not a terminal (CI logs, files).
@@ -34,8 +35,8 @@ def bench(
         str,
         typer.Option(
             "--backend",
-            help="torch, onnxruntime, onnxruntime-faithful, onnxruntime-fast (--precision fast), "
-            "onnxruntime-int8, onnxruntime-bf16 or openvino "
+            help=f"{', '.join(pipeline_names())}; a variant: -faithful keeps sam2's decoder structure, -fast "
+            "is --precision fast, -int8 / -bf16 force one fast mechanism "
             "[default: onnxruntime with --artifacts, else torch]",
         ),
     ] = "auto",
@@ -77,10 +78,23 @@ def bench(
         str, typer.Option("--max-regression", help="Allowed loss of speedup vs the baseline, e.g. 10%.")
     ] = "10%",
     plot: Annotated[Path | None, typer.Option("--plot", help="Per-stage breakdown chart (.png).")] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Load-test a running `clipsam serve` at this URL.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="With --server: requests at a time.")] = 4,
+    requests: Annotated[int, typer.Option(min=1, help="With --server: requests in all.")] = 100,
 ) -> None:
     """Latency per stage (p50/p90/p99), images/s and prompts/s; with --compare-to torch, the speedups."""
-    from clipsam.engine import bench as core
-    from clipsam.engine import bench_record as records
+    from clipsam.engine.bench import measure as core
+
+    if server is not None:  # the service under load (cli/commands_serve.py)
+        from clipsam.cli.commands_serve import bench_server
+
+        sizes = core.parse_size(size)
+        raise typer.Exit(
+            bench_server(server, concurrency, requests, images, sizes, json_path, baseline, max_regression)
+        )
+    from clipsam.engine.bench import record as records
 
     config = core.BenchConfig(stage, warmup, runs, prompts)
     tolerance = records.parse_fraction(max_regression)
@@ -120,17 +134,17 @@ def _specs(
     backend, compare_to, artifacts, providers, sam_model, checkpoint, clip_checkpoint, random_weights, seed
 ):
     """{"ours": (backend, spec), "reference": (backend, spec)}, with one weight choice for both."""
-    from clipsam.engine.bench import PipelineSpec, backend_entry, reference_choice
+    from clipsam.engine.bench.measure import PipelineSpec, needs_artifacts, reference_choice
     from clipsam.engine.manifest import read_manifest
 
     names = [backend] + ([compare_to] if compare_to is not None else [])
-    entries = [backend_entry(name) for name in names]
-    if any(entry.needs_artifacts for entry in entries) and artifacts is None:
-        wanting = next(n for n, e in zip(names, entries, strict=True) if e.needs_artifacts)
+    on_artifacts = [needs_artifacts(name) for name in names]
+    if any(on_artifacts) and artifacts is None:
+        wanting = next(n for n, wants in zip(names, on_artifacts, strict=True) if wants)
         raise ClipsamError(
             f"--backend {wanting} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
         )
-    if artifacts is not None and not any(entry.needs_artifacts for entry in entries):
+    if artifacts is not None and not any(on_artifacts):
         raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
     if artifacts is not None:
         models = read_manifest(artifacts).data["models"]
@@ -141,7 +155,7 @@ def _specs(
         if random_weights and (models["sclip"]["seed"] is None or models["sam2"]["seed"] is None):
             raise ClipsamError("--random-weights, but the artifacts were exported from checkpoints: drop it")
         # Only a torch pipeline needs the weights themselves; they must be the artifacts' own.
-        needs_choice = not all(entry.needs_artifacts for entry in entries)
+        needs_choice = not all(on_artifacts)
         choice = reference_choice(models, clip_checkpoint, checkpoint) if needs_choice else None
     else:
         choice = _torch_choice(sam_model, checkpoint, clip_checkpoint, random_weights, seed)
@@ -160,7 +174,7 @@ def _torch_choice(sam_model, checkpoint, clip_checkpoint, random_weights, seed) 
 
 def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
     from clipsam.engine import image_io
-    from clipsam.engine.bench_plot import require_matplotlib
+    from clipsam.engine.bench.plot import require_matplotlib
 
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
@@ -170,13 +184,13 @@ def _check_outputs(json_path: Path | None, plot: Path | None) -> None:
 
 
 def _build(specs: dict) -> dict:
-    from clipsam.engine.bench import backend_entry
+    from clipsam.engine.bench.measure import build_pipeline
 
     pipelines = {}
     with stderr.status("loading models") as status:
         for role, (name, spec) in specs.items():
             status.update(f"loading {role} pipeline ({name})")
-            pipelines[role] = backend_entry(name).build(spec)
+            pipelines[role] = build_pipeline(name, spec)
     return pipelines
 
 
@@ -184,7 +198,7 @@ def _measure(pipelines: dict, images: list, config):
     from rich.progress import Progress
 
     import clipsam.kernels
-    from clipsam.engine.bench import PromptSource, StageRunner, bench_vocabulary, measure
+    from clipsam.engine.bench.measure import PromptSource, StageRunner, bench_vocabulary, measure
 
     with stderr.status("compiling / loading numba kernels"):
         clipsam.kernels.warmup()  # a one-off cost that would land in whichever pipeline runs first
@@ -196,8 +210,8 @@ def _measure(pipelines: dict, images: list, config):
 
 
 def _write_outputs(record: dict, json_path: Path | None, plot: Path | None) -> None:
-    from clipsam.engine.bench_plot import plot_stages
-    from clipsam.engine.bench_record import write_record
+    from clipsam.engine.bench.plot import plot_stages
+    from clipsam.engine.bench.record import write_record
 
     if json_path is not None:
         write_record(json_path, record)
@@ -236,7 +250,7 @@ def _side(result: dict) -> str:
 
 
 def _summary(record: dict) -> Table:
-    from clipsam.engine.bench_record import machine_class
+    from clipsam.engine.bench.record import machine_class
 
     ours, machine, memory = record["ours"], record["machine"], record["memory"]
     grid = Table.grid(padding=(0, 2))
@@ -264,7 +278,7 @@ def _summary(record: dict) -> Table:
 
 
 def _print_gate(gate) -> None:
-    from clipsam.engine.bench_record import MIN_GATED_MS
+    from clipsam.engine.bench.record import MIN_GATED_MS
 
     for warning in gate.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")

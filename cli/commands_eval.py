@@ -49,9 +49,9 @@ def eval_command(
 ) -> None:
     """Score SCLIP (and SAM2 refinement) on a benchmark with the published protocol: mIoU, pixel accuracy,
     mean accuracy, time per image; writes results.json, summary.txt (and visualizations/)."""
-    from clipsam.engine import datasets
     from clipsam.engine.dense_clip import PRESETS
-    from clipsam.engine.eval_modes import ModePredictor
+    from clipsam.engine.eval import datasets
+    from clipsam.engine.eval.modes import ModePredictor
     from clipsam.engine.pipeline import SegmentOptions
 
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -65,15 +65,16 @@ def eval_command(
     output_dir = output_dir or Path("eval_results") / f"{dataset}-{mode.value}{'-pamr' if use_pamr else ''}"
     _check_output_dir(output_dir)
     stdout.print(eo.header(dataset, data, num_samples, model, mode, use_pamr), highlight=False)
-    dense, masks, models, is_random = _backends(
+    pipeline = _pipeline(
         mode, backend, artifacts, clip_checkpoint, sam_model, checkpoint, random_weights, seed, device
     )
+    is_random = pipeline.random_weights
     options = SegmentOptions(min_confidence=min_confidence, max_prompts=max_prompts)
     predictor = ModePredictor(
-        dense, masks, vocabulary, config_dense, mode=mode.value, use_pamr=use_pamr,
+        pipeline, vocabulary, config_dense, mode=mode.value, use_pamr=use_pamr,
         has_background=data.spec.has_background, options=options, vote_points_per_side=vote_points,
     )  # fmt: skip
-    config = eo.run_config(mode, use_pamr, config_dense, models, num_samples, options, vote_points)
+    config = eo.run_config(mode, use_pamr, config_dense, pipeline.models, num_samples, options, vote_points)
     if is_random:
         stderr.print("[yellow]warning:[/] random weights: the scores are not real accuracy")
     result = _run(
@@ -92,7 +93,7 @@ def eval_command(
 def _run(data, predictor, output_dir, class_names, config, num_samples, resume, save_vis, is_random):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from clipsam.engine.evaluate import evaluate
+    from clipsam.engine.eval.evaluate import evaluate
 
     total = min(num_samples or len(data), len(data))
     columns = (
@@ -121,42 +122,41 @@ def _check_output_dir(output_dir: Path) -> None:
         raise ClipsamError(f"cannot create --output-dir '{output_dir}': {err.strerror or err}") from None
 
 
-def _backends(
+def _pipeline(
     mode, backend, artifacts, clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device
 ):
-    """(dense backend, SAM2 backend or None, models record, random weights?) for the chosen runtime."""
-    if backend is EvalBackend.onnxruntime:
+    """The Pipeline of the chosen registered backend, through the factory: SCLIP only in dense mode (the
+    torch reference then loads no SAM2; an artifact folder holds what it was exported with)."""
+    from clipsam.engine.backends import artifact_backends, backend_info
+    from clipsam.engine.factory import load_pipeline
+
+    stages = ("dense",) if mode is EvalMode.dense else ("dense", "masks")
+    choice = None  # an artifact folder holds its own weights
+    if backend_info(backend.value).needs_artifacts:
         if artifacts is None:
-            raise ClipsamError("--backend onnxruntime needs --artifacts DIR (made by `clipsam export`)")
-        from clipsam.engine.pipeline import Pipeline
+            raise ClipsamError(f"--backend {backend.value} needs --artifacts DIR (made by `clipsam export`)")
+    elif artifacts is not None:
+        raise ClipsamError(
+            f"--artifacts is for --backend {' / '.join(artifact_backends())}; drop it or add --backend "
+            "onnxruntime"
+        )
+    else:
+        weights = (clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device)
+        choice = _model_choice(stages, *weights)
+    return load_pipeline(artifacts, backend.value, models=choice, stages=stages)
 
-        pipeline = Pipeline.from_artifacts(artifacts)
-        return pipeline.dense_backend, pipeline.mask_backend, pipeline.models, pipeline.random_weights
-    if artifacts is not None:
-        raise ClipsamError("--artifacts is for --backend onnxruntime; drop it or add --backend onnxruntime")
-    from clipsam.engine.backends.torch_reference import load_dense_backend, load_sam2, resolve_device
-    from clipsam.engine.backends.torch_sam2 import Sam2Reference
 
+def _model_choice(stages, clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device):
+    """The reference's weights: each named checkpoint, else the downloaded one, else (--random-weights)
+    random; SAM2's only when its stage is loaded (dense mode needs no SAM2 checkpoint)."""
     sam_name = mo.get_model(sam_model, "sam2").name
     clip_path, clip_random = mo.checkpoint_or_random(clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights)
-    needs_sam = mode is not EvalMode.dense
     sam_path, sam_random = (
         mo.checkpoint_or_random(sam_checkpoint, sam_name, "SAM2", random_weights)
-        if needs_sam
+        if "masks" in stages
         else (None, True)
     )
-    choice = mo.ModelChoice(
-        clip_path, clip_random, sam_name, sam_path, sam_random, seed, resolve_device(device)
-    )
-    dense = load_dense_backend(choice)
-    clip_entry = {"name": mo.CLIP_NAME, "weights": dense.weights_id, "random_weights": dense.random_weights}
-    models = {"clip": clip_entry, "backend": "torch"}
-    masks = None
-    if needs_sam:
-        sam = load_sam2(choice)
-        masks = Sam2Reference(sam)
-        models["sam2"] = {"name": sam.name, "weights": sam.weights_id, "random_weights": sam.random_weights}
-    return dense, masks, models, dense.random_weights or (needs_sam and sam_random)
+    return mo.ModelChoice(clip_path, clip_random, sam_name, sam_path, sam_random, seed, device)
 
 
 def convert_coco_object(
@@ -176,7 +176,7 @@ def convert_coco_object(
     ] = None,
 ) -> None:
     """Write COCO-Object labels (things → 1..80, stuff → 0) for `eval --dataset coco-object`."""
-    from clipsam.engine.coco_object import convert_coco_object as convert
+    from clipsam.engine.eval.coco_object import convert_coco_object as convert
 
     with stderr.status("converting COCO-Object labels") as status:
         count = convert(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -31,9 +32,9 @@ from clipsam.cli.segment_options import (
     SeedOpt,
     VocabOpt,
 )
+from clipsam.engine.backends import check_precision
 from clipsam.engine.errors import ClipsamError, VocabularyError
 from clipsam.engine.image_io import DEFAULT_MAX_PIXELS
-from clipsam.engine.manifest import check_precision
 from clipsam.engine.types import SegmentationResult
 
 stdout = Console()
@@ -76,13 +77,19 @@ def segment(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     points: sp.PointsOpt = None,
     boxes: sp.BoxesOpt = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server", help="A running `clipsam serve` URL does the work.", rich_help_panel=so.RUNTIME
+        ),
+    ] = None,
 ) -> None:
     """Segment the vocabulary's classes in an image: overlay / mask / edit picture and COCO-RLE JSON."""
     from clipsam.engine import image_io
     from clipsam.engine.pipeline import SegmentOptions
 
     backend = so.resolve_backend(ctx, backend, artifacts)
-    check_precision(precision, backend)
+    check_precision(backend, precision)
     if points or boxes:  # SAM2 alone on the given prompts (cli/segment_points.py)
         given = {"--vocabulary": bool(vocabulary), "--class-file": class_file is not None}
         given.update({"--prompt": prompt is not None, "--use-boxes": use_boxes, "--max-prompts": max_prompts})
@@ -102,7 +109,13 @@ def segment(
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
     options = SegmentOptions(min_confidence, min_region_size, iou_threshold, max_prompts, use_boxes)
-    if backend == "torch":
+    if server is not None:  # the service runs the pipeline (clipsam/client.py)
+        from clipsam.client import Client
+        from clipsam.engine.vocabulary import read_class_lines
+
+        words = vocabulary or read_class_lines(class_file)
+        result = Client(server).segment_result(image, words, file=str(image), **asdict(options))
+    elif backend == "torch":
         choice = _model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
         result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
     else:
@@ -144,8 +157,8 @@ def dense(
 ) -> None:
     """SCLIP's dense class map alone, saved as .npz (probs after synonym max and area_thd, pred)."""
     from clipsam.engine import image_io
-    from clipsam.engine.backends.torch_reference import load_dense_backend
     from clipsam.engine.dense_clip import DenseConfig
+    from clipsam.engine.factory import load_reference_pipeline
 
     vocab = _vocabulary(vocabulary, class_file)
     picture_in = image_io.load_image(image, max_pixels)
@@ -160,17 +173,17 @@ def dense(
         clip_checkpoint=clip_path, clip_random=clip_random, seed=seed, device=_device(device)
     )
     with stderr.status("SCLIP dense map"):
-        backend = load_dense_backend(choice)
-        dense_map = backend.dense_predictor(vocab, config).predict(picture_in)
+        pipeline = load_reference_pipeline(choice, stages=("dense",))
+        dense_map = pipeline.dense(picture_in, vocab, config)
     with image_io.atomic_output(out) as stream:
         np.savez_compressed(
             stream,
             probs=dense_map.probs.astype(np.float32),
             pred=dense_map.pred.astype(np.int64),
             class_names=np.array(vocab.class_names),
-            random_weights=np.array(backend.random_weights),
+            random_weights=np.array(pipeline.random_weights),
         )
-    if backend.random_weights:
+    if pipeline.random_weights:
         stderr.print("[yellow]warning:[/] random weights: the dense map is not a real prediction")
     stdout.print(f"wrote {out}: probs {tuple(dense_map.probs.shape)}, pred {tuple(dense_map.pred.shape)}")
 
@@ -192,7 +205,7 @@ def demo(
 ) -> None:
     """Segment a built-in street scene with checkpoints when present, random weights otherwise."""
     from clipsam.engine import image_io
-    from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
+    from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY, demo_scene
     from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
 
     image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
@@ -247,7 +260,7 @@ def _edit_target(class_names: tuple[str, ...], prompt: str | None, edit: EditMod
 
 
 def _device(device: str) -> str:
-    from clipsam.engine.backends.torch_reference import resolve_device
+    from clipsam.reference.pipeline import resolve_device
 
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ClipsamError(f"unknown --device '{device}'; use auto, cpu or cuda")
@@ -268,18 +281,18 @@ def _model_choice(sam_name, sam_ckpt, clip_ckpt, random_weights, seed, device) -
 
 
 def _reference_pipeline(choice):
-    from clipsam.engine.backends.torch_reference import build_reference_pipeline
+    from clipsam.engine.factory import load_reference_pipeline
 
-    return build_reference_pipeline(choice)
+    return load_reference_pipeline(choice)
 
 
 def _artifact_pipeline(
     artifacts: Path, backend: str, providers: str, precision: str = "exact", sam_name: str | None = None
 ):
     """The pipeline on exported graphs; with `sam_name` (--sam-model given), the artifacts must hold it."""
-    from clipsam.engine.pipeline import Pipeline
+    from clipsam.engine.factory import load_pipeline
 
-    pipeline = Pipeline.from_artifacts(artifacts, backend, providers, precision=precision)
+    pipeline = load_pipeline(artifacts, backend, providers=providers, precision=precision)
     if sam_name is not None:
         so.check_artifacts_model(pipeline.models, sam_name)
     return pipeline

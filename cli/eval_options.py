@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from clipsam.engine.backends import artifact_backends, backend_names, reference_backends
 from clipsam.engine.errors import ClipsamError
 
 DATA, MODEL, OUTPUT, SAM2 = "Dataset", "Model and protocol", "Output", "SAM2 modes"
@@ -23,9 +24,8 @@ class EvalMode(enum.StrEnum):
     sam_vote = "sam-vote"
 
 
-class EvalBackend(enum.StrEnum):
-    torch = "torch"
-    onnxruntime = "onnxruntime"
+# --backend choices: every registered backend (engine/backends/__init__.py), by its registry name.
+EvalBackend = enum.StrEnum("EvalBackend", [(name, name) for name in backend_names()])
 
 
 MODE_TITLES = {
@@ -136,12 +136,20 @@ SamModelOpt = Annotated[
     str, typer.Option("--sam-model", help="SAM2 model name (see `clipsam models`).", rich_help_panel=SAM2)
 ]
 BackendOpt = Annotated[
-    EvalBackend, typer.Option("--backend", help="torch or onnxruntime.", rich_help_panel=RUNTIME)
+    EvalBackend,
+    typer.Option(
+        "--backend",
+        help=f"{' / '.join(reference_backends())} (the pure PyTorch reference), or on exported --artifacts: "
+        f"{', '.join(artifact_backends())}.",
+        rich_help_panel=RUNTIME,
+    ),
 ]
 ArtifactsOpt = Annotated[
     Path | None,
     typer.Option(
-        "--artifacts", help="Exported artifacts folder (--backend onnxruntime).", rich_help_panel=RUNTIME
+        "--artifacts",
+        help=f"Exported artifacts folder (--backend {' / '.join(artifact_backends())}).",
+        rich_help_panel=RUNTIME,
     ),
 ]
 MinConfidenceOpt = Annotated[

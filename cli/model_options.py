@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipsam.engine.backends import backend_info
 from clipsam.engine.errors import CheckpointError, ClipsamError
 from clipsam.engine.model_choice import DEFAULT_SAM, ModelChoice
 from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 
 __all__ = ["DEFAULT_SAM", "ModelChoice", "get_model"]
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-
-
 def check_backend(backend: str, artifacts: Path | None = None) -> None:
-    if backend not in BACKENDS:
-        raise ClipsamError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if backend != "torch" and artifacts is None:
+    """A registered backend, given --artifacts exactly when it runs exported artifacts."""
+    info = backend_info(backend)
+    if info.needs_artifacts and artifacts is None:
         raise ClipsamError(
             f"--backend {backend} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
         )
-    if backend == "torch" and artifacts is not None:
+    if not info.needs_artifacts and artifacts is not None:
         raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
 
 

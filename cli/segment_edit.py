@@ -42,7 +42,7 @@ def inpaint_request(
         if edit_prompt is not None:
             raise ClipsamError("--edit-prompt needs --use-inpainting")
         return None
-    from clipsam.engine.edit import DEFAULT_INPAINT_MODEL, InpaintOptions, check_edit_request
+    from clipsam.engine.edit.inpaint import DEFAULT_INPAINT_MODEL, InpaintOptions, check_edit_request
 
     if edit is EditMode.segment:
         raise ClipsamError("--use-inpainting needs --edit remove or --edit replace")
@@ -97,7 +97,7 @@ def edited_picture(image, result, edit: EditMode, target, inpaint, random_weight
 def _inpaint(image, mask, edit: EditMode, inpaint: InpaintRequest, random_weights: bool) -> np.ndarray:
     from rich.progress import Progress
 
-    from clipsam.engine.edit import inpaint_edit
+    from clipsam.engine.edit.inpaint import inpaint_edit
 
     pipeline, embeds = _inpaint_model(inpaint, random_weights) if mask.any() else (None, None)
     with Progress(console=stderr, transient=True) as bar:
@@ -118,7 +118,11 @@ def _inpaint_model(inpaint: InpaintRequest, random_weights: bool):
     """(pipeline, prompt embeddings or None). The named model when there is one; else the default model when
     it is in the cache or random weights are not asked for (None: inpaint_edit loads it); else a seeded random
     tiny one (labelled)."""
-    from clipsam.engine.edit import load_inpaint_pipeline, random_inpaint_pipeline, random_prompt_embeddings
+    from clipsam.engine.edit.inpaint import (
+        load_inpaint_pipeline,
+        random_inpaint_pipeline,
+        random_prompt_embeddings,
+    )
 
     options, text = inpaint.options, inpaint.edit_prompt or ""
     if inpaint.named:

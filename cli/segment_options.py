@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from clipsam.engine.backends import artifact_backends, reference_backends
 from clipsam.engine.errors import ClipsamError
 
 INPUT, VOCABULARY, PROMPTS, SAM2 = "Input", "Vocabulary", "Prompts", "SAM2 and merge"
@@ -150,8 +151,8 @@ BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch (the pure PyTorch reference), or on exported --artifacts: onnxruntime, openvino, "
-        "tensorrt. [default: onnxruntime with --artifacts, else torch]",
+        help=f"{' / '.join(reference_backends())} (the pure PyTorch reference), or on exported --artifacts: "
+        f"{', '.join(artifact_backends())}. [default: onnxruntime with --artifacts, else torch]",
         show_default=False,
         rich_help_panel=RUNTIME,
     ),

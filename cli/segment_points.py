@@ -2,7 +2,7 @@
 
 Runs on exported artifacts, a folder from `clipsam export --only sam2` or a full one (its SCLIP is then not
 used). Each point and each box is one prompt and gives one segment: class id i, class name "prompt i", points
-first in the order given, then boxes (engine/user_prompts.py).
+first in the order given, then boxes (engine/prompts.py).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def segment_given_prompts(
     """Segment IMAGE at the given prompts and write the picture (overlay, or with --edit remove / replace
     every prompt's mask) and the COCO-RLE JSON."""
     from clipsam.engine import image_io
-    from clipsam.engine.pipeline import Pipeline
+    from clipsam.engine.factory import load_pipeline
 
     if artifacts is None:
         raise ClipsamError(
@@ -96,7 +96,7 @@ def segment_given_prompts(
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
     with stderr.status("loading SAM2 graphs") as status:
-        pipeline = Pipeline.from_artifacts(artifacts, backend, providers, precision=precision)
+        pipeline = load_pipeline(artifacts, backend, providers=providers, precision=precision)
         result = pipeline.segment_with_prompts(
             picture_in, points_xy, boxes_xyxy, progress=lambda stage: status.update(f"stage: {stage}")
         )

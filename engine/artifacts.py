@@ -1,76 +1,84 @@
-"""A Pipeline built only from exported artifacts (no export code, no torch)."""
+"""A Pipeline built only from exported artifacts (no export code, no torch), on a registered graph backend."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from types import ModuleType
 
-from clipsam.engine.backends.ort_stages import GraphSam2, GraphSclip
+from clipsam.engine.backends import BackendInfo
+from clipsam.engine.backends.graph_stages import BankTextEncoder, GraphCropEncoder, GraphSam2, GraphSam2Fast
+from clipsam.engine.dense_clip import SclipStage
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.fast_mode import PrecisionPlan, plan_precision
-from clipsam.engine.manifest import (
-    FAST_DECODER_GRAPHS,
-    MODEL_GRAPHS,
-    Manifest,
-    check_precision,
-    read_manifest,
-)
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, MODEL_GRAPHS, Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline
-from clipsam.engine.text_bank import TextBank
+from clipsam.engine.precision import PrecisionPlan, plan_precision
+from clipsam.engine.text.bank import TextBank
+from clipsam.engine.text.encoder import text_encoder_from_manifest
 
-BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 DECODERS = ("auto", "fast", "faithful")
-MAX_DECODER_WORKERS = 8
 WORKER_CHUNK_SIZE = 2  # prompts per decoder call in each single-threaded worker (benchmarks/README.md)
 
 
 def pipeline_from_artifacts(
     directory: Path | str,
-    backend: str = "onnxruntime",
+    info: BackendInfo,
+    runtime: ModuleType,
+    *,
     providers: str = "auto",
     decoder: str = "auto",
     precision: str = "exact",
     fast_mechanism: str = "auto",
 ) -> Pipeline:
-    """Load DIR's manifest, verify its graphs, and compose its models on the chosen runtime.
+    """Load DIR's manifest, verify its graphs, and compose its models on `runtime` (info's module).
 
     A folder exported with `--only sam2` gives a Pipeline without SCLIP (for `Pipeline.segment_with_prompts`),
-    one exported with `--only sclip` a Pipeline without SAM2 (for `Pipeline.dense_map`).
+    one exported with `--only sclip` a Pipeline without SAM2 (for `Pipeline.dense`).
 
     decoder: "fast" (the rewritten decoder, same function), "faithful" (sam2's structure), or "auto" (fast
     when the artifacts have it). precision: "exact" (fp32 everywhere) or "fast": reduced precision chosen
-    from the CPU's flags (engine/fast_mode.py: bf16 encoders on OpenVINO where the CPU has native bf16, else
+    from the CPU's flags (engine/precision.py: bf16 encoders on OpenVINO where the CPU has native bf16, else
     the int8 SAM2 encoder copy of `clipsam export --int8`); fast_mechanism "bf16" / "int8" forces one.
     """
     if decoder not in DECODERS:
         raise ClipsamError(f"unknown decoder '{decoder}'; choose one of: {', '.join(DECODERS)}")
-    if backend not in BACKENDS:
-        raise ClipsamError(f"unknown artifact backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    check_precision(precision, backend)
-    plan = plan_precision(precision, backend, fast_mechanism)
+    plan = plan_precision(precision, info.name, fast_mechanism)
     manifest = read_manifest(directory)
-    roles = _graph_roles(manifest, backend, decoder, plan)
-    loaded = _load_graphs(manifest, backend, providers, tuple(roles.values()), plan.bf16_graphs)
+    roles = _graph_roles(manifest, info.name, decoder, plan)
+    loaded = _load_graphs(manifest, runtime, providers, tuple(roles.values()), plan.bf16_graphs)
     graphs = {role: loaded[name] for role, name in roles.items()}
     return Pipeline(
         _dense_stage(manifest, graphs),
-        _mask_stage(graphs, _decoder_workers(backend, graphs)) if manifest.has_model("sam2") else None,
-        models=_models_record(manifest, backend, graphs, plan),
+        _mask_stage(manifest, graphs, runtime) if manifest.has_model("sam2") else None,
+        models=_models_record(manifest, info.name, graphs, plan),
         random_weights=manifest.random_weights,
     )
 
 
-def _dense_stage(manifest: Manifest, graphs: dict) -> GraphSclip | None:
+def _dense_stage(manifest: Manifest, graphs: dict) -> SclipStage | None:
     """SCLIP's tower with the folder's text features, or None for a folder exported with --only sam2."""
     if not manifest.has_model("sclip"):
         return None
-    return GraphSclip(
-        graphs["sclip_tower"],
+    weights = manifest.clip_weights_id
+    tower = GraphCropEncoder(graphs["sclip_tower"], weights, int(manifest.graph("sclip_tower")["patch_size"]))
+    # Any word through the text graph when the folder has one; older folders know their exported words only.
+    texts = text_encoder_from_manifest(manifest, _load_on_cpu(manifest)) or BankTextEncoder(
         TextBank(manifest.text_dir),
-        manifest.clip_weights_id,
-        int(manifest.graph("sclip_tower")["patch_size"]),
+        weights,
         export_hint=f"add them with `clipsam export-text {manifest.directory} --vocabulary WORD …`",
     )
+    return SclipStage(tower, texts)
+
+
+def _load_on_cpu(manifest: Manifest):
+    """The text graph runs on onnxruntime's CPU provider whatever the backend: it only runs for words
+    no cache holds yet, and no TensorRT engine is built for it."""
+
+    def load(name: str):
+        from clipsam.engine.backends.onnxruntime import OrtGraph
+
+        return OrtGraph(manifest.graph_path(name), ["CPUExecutionProvider"])
+
+    return load
 
 
 def _graph_roles(manifest: Manifest, backend: str, decoder: str, plan: PrecisionPlan) -> dict[str, str]:
@@ -99,56 +107,30 @@ def _graph_roles(manifest: Manifest, backend: str, decoder: str, plan: Precision
 
 
 def _load_graphs(
-    manifest: Manifest, backend: str, providers: str, names: tuple[str, ...], bf16: tuple[str, ...] = ()
+    manifest: Manifest, runtime: ModuleType, providers: str, names: tuple[str, ...], bf16: tuple[str, ...]
 ) -> dict:
-    """{graph name: Backend} for `names`; those in `bf16` run on OpenVINO at bf16, the rest on `backend`."""
+    """{graph name: Backend} for `names`; those in `bf16` run on OpenVINO at bf16, the rest on `runtime`."""
+    graphs = {}
     if bf16:
         from clipsam.engine.backends.openvino import OvGraph
 
-        rest = tuple(name for name in names if name not in bf16)
-        low = {name: OvGraph(manifest.graph_path(name), "bf16") for name in names if name in bf16}
-        return {**low, **_load_graphs(manifest, backend, providers, rest)}
-    if backend == "tensorrt":
-        from clipsam.engine.backends.tensorrt import tensorrt_graphs
-
-        return tensorrt_graphs(manifest, names)
-    if backend == "openvino":
-        from clipsam.engine.backends.openvino import OvGraph
-
-        # fp32, pinned: OpenVINO's own default on bf16-capable CPUs is bf16, which would break exact parity.
-        return {name: OvGraph(manifest.graph_path(name), "fp32") for name in names}
-    from clipsam.engine.backends.onnxruntime import OrtGraph, choose_providers
-
-    chosen = choose_providers(providers)
-    return {name: OrtGraph(manifest.graph_path(name), chosen) for name in names}
+        graphs = {name: OvGraph(manifest.graph_path(name), "bf16") for name in names if name in bf16}
+    rest = tuple(name for name in names if name not in graphs)
+    return {**graphs, **(runtime.load_graphs(manifest, rest, providers) if rest else {})}
 
 
-def _decoder_workers(backend: str, graphs: dict) -> list:
-    decoder = graphs.get("sam2_decoder") or graphs.get("sam2_fast_decoder")
-    return cpu_decoder_workers(decoder) if backend == "onnxruntime" else []
-
-
-def cpu_decoder_workers(decoder) -> list:
-    """For an OrtGraph decoder on onnxruntime's CPU provider: one single-threaded session of its graph per
-    core (at most MAX_DECODER_WORKERS), for GraphSam2's prompt parallelism (use chunks of
-    WORKER_CHUNK_SIZE); none on one core or on GPU providers (they take big chunks)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if decoder.providers != ["CPUExecutionProvider"] or cores < 2:
-        return []
-    from clipsam.engine.backends.onnxruntime import OrtGraph
-
-    count = min(cores, MAX_DECODER_WORKERS)
-    return [OrtGraph(decoder.path, decoder.providers, threads=1) for _ in range(count)]
-
-
-def _mask_stage(graphs: dict, workers: list):
-    chunk = {"chunk_size": WORKER_CHUNK_SIZE, "workers": workers} if workers else {}
-    if "sam2_decoder" in graphs:
-        return GraphSam2(graphs["sam2_encoder"], graphs["sam2_decoder"], **chunk)
-    from clipsam.engine.backends.ort_fast_sam2 import GraphSam2Fast
-
-    fast = (graphs["sam2_encoder"], graphs["sam2_decoder_image"], graphs["sam2_fast_decoder"])
-    return GraphSam2Fast(*fast, **chunk)
+def _mask_stage(manifest: Manifest, graphs: dict, runtime: ModuleType) -> GraphSam2:
+    """SAM2 on the faithful or the fast decoder; decoder workers where the runtime offers them."""
+    decoder = graphs.get("sam2_decoder") or graphs["sam2_fast_decoder"]
+    workers = runtime.decoder_workers(decoder) if hasattr(runtime, "decoder_workers") else []
+    form = "faithful" if "sam2_decoder" in graphs else "fast"
+    sam2 = manifest.data["models"]["sam2"]
+    options = {"model_id": f"{sam2['name']}:{sam2['weights_id']}:{form}"}
+    if workers:
+        options.update(chunk_size=WORKER_CHUNK_SIZE, workers=workers)
+    if form == "faithful":
+        return GraphSam2(graphs["sam2_encoder"], decoder, **options)
+    return GraphSam2Fast(graphs["sam2_encoder"], graphs["sam2_decoder_image"], decoder, **options)
 
 
 def _models_record(manifest: Manifest, backend: str, graphs: dict, plan: PrecisionPlan) -> dict:

@@ -1,6 +1,7 @@
 """SCLIP's dense prediction on numpy: sliding windows over the resized image, per-patch cosine logits against
 the text features, overlap averaging, softmax with a logit scale, max over synonyms, area and probability
-thresholds. The network is any `encode_crops` callable (torch reference, ONNX Runtime, TensorRT).
+thresholds. The network is any runtime's image tower (`CropEncoder`) and text features (`TextEncoder`):
+torch reference, ONNX Runtime, OpenVINO, TensorRT.
 
 Frames: "network" = the image after `sclip_resize_shape` (what the windows slide over); "image" = the
 original H×W. Logits are averaged in the network frame, then resized bilinearly to the image frame, where
@@ -9,18 +10,24 @@ probabilities and predictions are computed (as the official code does before sco
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsam.engine.errors import ClipsamError, InputImageError
 from clipsam.engine.transforms import resize_bilinear, sclip_preprocess
-from clipsam.engine.types import DenseMap
+from clipsam.engine.types import DenseMap, PatchFeatures, TextFeatures, WindowGeometry
 from clipsam.engine.vocabulary import Vocabulary
 
-# crops float32 [N, 3, h, w] (CLIP-normalised) -> L2-normalised patch features [N, (h//p)·(w//p), D]
-EncodeCrops = Callable[[np.ndarray], np.ndarray]
+if TYPE_CHECKING:  # the protocols (engine/stages.py) import this module for DenseConfig
+    from clipsam.engine.stages import CropEncoder as CropEncoderLike
+    from clipsam.engine.stages import TextEncoder as TextEncoderLike
+
+# Query logits float32 [Q, H, W] (image frame) → refined logits of the same shape (e.g. PAMR in eval).
+RefineLogits = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -63,16 +70,18 @@ class DenseConfig:
 
 
 # The official per-dataset settings (FACTS.md; SCLIP's configs/cfg_*.py).
-PRESETS: dict[str, DenseConfig] = {
-    "voc21": DenseConfig(short_side=336, logit_scale=65.0, prob_thd=0.1, area_thd=0.1),
-    "context60": DenseConfig(short_side=336, logit_scale=50.0, prob_thd=0.1),
-    "coco-object": DenseConfig(short_side=336, logit_scale=50.0, prob_thd=0.1),
-    "voc20": DenseConfig(short_side=336),
-    "context59": DenseConfig(short_side=336),
-    "coco-stuff164k": DenseConfig(short_side=448),
-    "cityscapes": DenseConfig(short_side=560),
-    "ade20k": DenseConfig(short_side=336),
-}
+PRESETS: Mapping[str, DenseConfig] = MappingProxyType(
+    {
+        "voc21": DenseConfig(short_side=336, logit_scale=65.0, prob_thd=0.1, area_thd=0.1),
+        "context60": DenseConfig(short_side=336, logit_scale=50.0, prob_thd=0.1),
+        "coco-object": DenseConfig(short_side=336, logit_scale=50.0, prob_thd=0.1),
+        "voc20": DenseConfig(short_side=336),
+        "context59": DenseConfig(short_side=336),
+        "coco-stuff164k": DenseConfig(short_side=448),
+        "cityscapes": DenseConfig(short_side=560),
+        "ade20k": DenseConfig(short_side=336),
+    }
+)
 
 
 def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -106,89 +115,135 @@ def crop_logits(
     return resize_bilinear(logits, crop_hw)
 
 
-class DensePredictor:
-    """SCLIP dense class map of one image from an `encode_crops` network and cached text features.
+class SclipStage:
+    """SCLIP's dense stage (the DenseStage protocol of engine/stages.py) on any runtime's encoders.
 
-    encode_crops: see EncodeCrops; called ONCE per image with all windows.
-    text_features: float32 [Q, D], one L2-normalised row per query of `vocabulary` (same order).
-    patch_size: the ViT patch size of the network (16 for ViT-B/16).
+    crops: the image tower (`encode_crops`, `patch_size`, `weights_id`); texts: the text features (`encode`).
+    Holds no per-image state: safe to call from several threads when the encoders are.
     """
 
-    def __init__(
+    def __init__(self, crops: CropEncoderLike, texts: TextEncoderLike):
+        self.crops = crops
+        self.texts = texts
+        self.weights_id = crops.weights_id
+        self.patch_size = crops.patch_size
+
+    def text(self, vocabulary: Vocabulary) -> TextFeatures:
+        """The vocabulary's query features, float32 [Q, D] in `vocabulary.queries` order."""
+        features = np.asarray(self.texts.encode(list(vocabulary.queries)), dtype=np.float32)
+        assert features.ndim == 2 and features.shape[0] == vocabulary.num_queries, features.shape
+        return TextFeatures(vocabulary=vocabulary, features=features, weights=self.weights_id)
+
+    def features(self, image: np.ndarray, config: DenseConfig) -> PatchFeatures:
+        """uint8 [H, W, 3] RGB → every window's patch features, in ONE encode_crops call."""
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, image.shape
+        network = sclip_preprocess(image, config.short_side, config.long_cap)  # [3, h, w]
+        return window_features(self.crops, network, config, image_hw=image.shape[:2])
+
+    def dense_map(
         self,
-        encode_crops: EncodeCrops,
-        text_features: np.ndarray,
-        vocabulary: Vocabulary,
-        config: DenseConfig | None = None,
-        patch_size: int = 16,
-    ):
-        text_features = np.asarray(text_features, dtype=np.float32)
-        assert text_features.ndim == 2 and text_features.shape[0] == vocabulary.num_queries, (
-            text_features.shape
+        features: PatchFeatures,
+        text: TextFeatures,
+        config: DenseConfig,
+        refine: RefineLogits | None = None,
+    ) -> DenseMap:
+        """The dense map in the image frame: window logits averaged, resized, refined, softmax-ed."""
+        check_same_source(features, text, config)
+        logits = image_logits(features, text.features)
+        if refine is not None:
+            logits = refine(logits)
+        probs, pred = class_probabilities(logits, text.vocabulary, config)
+        return DenseMap(probs=probs, pred=pred, class_names=text.vocabulary.class_names)
+
+
+def geometry(config: DenseConfig) -> WindowGeometry:
+    """The part of `config` that decides the patch features (resize and windows)."""
+    return WindowGeometry(config.short_side, config.crop, config.stride, config.long_cap)
+
+
+def check_same_source(features: PatchFeatures, text: TextFeatures, config: DenseConfig) -> None:
+    """Patch features and text features must come from one CLIP, and the config must cut the same windows."""
+    if features.weights != text.weights:
+        raise ClipsamError(
+            f"patch features of CLIP weights {features.weights} cannot be scored against text features of "
+            f"{text.weights}"
         )
-        self.encode_crops = encode_crops
-        self.text_features = text_features
-        self.vocabulary = vocabulary
-        self.config = config if config is not None else DenseConfig()
-        self.patch_size = patch_size
+    if features.geometry != geometry(config):
+        raise ClipsamError(
+            f"the patch features were made with {features.geometry}, the config asks for {geometry(config)}: "
+            "compute the features with the same short side, crop and stride"
+        )
+
+
+def window_features(
+    crops: CropEncoderLike, network: np.ndarray, config: DenseConfig, image_hw: tuple[int, int]
+) -> PatchFeatures:
+    """The patch features of every sliding window of `network`, float32 [3, h, w] CLIP-normalised (network
+    frame), in one `encode_crops` call; `image_hw` is the image frame the logits go back to."""
+    _, height, width = network.shape
+    if min(height, width) < crops.patch_size:
+        raise InputImageError(
+            f"image is {height}×{width} after resizing, smaller than the {crops.patch_size}-pixel CLIP "
+            "patch: use a larger image or a larger short side"
+        )
+    windows = tuple(slide_windows(height, width, config.crop, config.stride))
+    batch = np.stack([network[:, y0:y1, x0:x1] for y0, y1, x0, x1 in windows])  # [N, 3, ch, cw]
+    features = np.asarray(crops.encode_crops(np.ascontiguousarray(batch)), dtype=np.float32)
+    return PatchFeatures(
+        features=features,
+        windows=windows,
+        network_hw=(int(height), int(width)),
+        image_hw=(int(image_hw[0]), int(image_hw[1])),
+        geometry=geometry(config),
+        patch_size=int(crops.patch_size),
+        weights=crops.weights_id,
+    )
+
+
+def window_logits(features: PatchFeatures, text_features: np.ndarray) -> np.ndarray:
+    """float32 [Q, h, w] in the network frame: each window's logits (crop_logits) summed where windows
+    overlap and divided by the overlap count."""
+    height, width = features.network_hw
+    text_features = np.asarray(text_features, dtype=np.float32)
+    logit_sum = np.zeros((text_features.shape[0], height, width), np.float32)  # [Q, h, w]
+    count = np.zeros((height, width), np.float32)
+    for index, (y0, y1, x0, x1) in enumerate(features.windows):
+        window = crop_logits(
+            features.features[index : index + 1], text_features, (y1 - y0, x1 - x0), features.patch_size
+        )
+        logit_sum[:, y0:y1, x0:x1] += window[0]
+        count[y0:y1, x0:x1] += 1
+    return logit_sum / count
+
+
+def image_logits(features: PatchFeatures, text_features: np.ndarray) -> np.ndarray:
+    """float32 [Q, H, W]: `window_logits` resized bilinearly (align_corners=False) to the image frame."""
+    logits = window_logits(features, text_features)
+    if tuple(features.image_hw) != tuple(features.network_hw):
+        logits = resize_bilinear(logits, features.image_hw)
+    return logits
+
+
+def class_probabilities(
+    logits: np.ndarray, vocabulary: Vocabulary, config: DenseConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query logits float32 [Q, H, W] → (probs float32 [C, H, W], pred int32 [H, W]).
+
+    probs: softmax over queries of logit_scale·logits, max over each class's synonyms, area_thd applied.
+    pred: argmax class (first on ties), 0 where the top probability is below prob_thd.
+    """
+    query_probs = _softmax_over_queries(logits * np.float32(config.logit_scale))
+    if vocabulary.num_classes == vocabulary.num_queries:
+        probs = query_probs
+    else:
         # First query of each class: queries of a class are contiguous, so a max over synonyms is a reduceat.
-        self._class_starts = np.searchsorted(vocabulary.query_class, np.arange(vocabulary.num_classes))
-
-    def predict(self, image_u8: np.ndarray) -> DenseMap:
-        """uint8 RGB [H, W, 3] -> DenseMap with probs [C, H, W] and pred [H, W] in the image frame."""
-        assert image_u8.dtype == np.uint8 and image_u8.ndim == 3 and image_u8.shape[2] == 3, image_u8.shape
-        network_image = sclip_preprocess(image_u8, self.config.short_side, self.config.long_cap)
-        logits = self.slide_logits(network_image, out_hw=image_u8.shape[:2])
-        probs, pred = self.postprocess(logits)
-        return DenseMap(probs=probs, pred=pred, class_names=self.vocabulary.class_names)
-
-    def slide_logits(self, image_normalized: np.ndarray, out_hw: tuple[int, int] | None = None) -> np.ndarray:
-        """Sliding-window logits.
-
-        image_normalized: float32 [3, h, w] CLIP-normalised, network frame.
-        out_hw: size to resize the averaged logits to (the image frame); None keeps (h, w).
-        Returns float32 [Q, *out_hw]: overlapping windows' logits summed, divided by the overlap count,
-        then bilinear (align_corners=False).
-        """
-        _, height, width = image_normalized.shape
-        crop, stride = self.config.crop, self.config.stride
-        if min(height, width) < self.patch_size:
-            raise InputImageError(
-                f"image is {height}×{width} after resizing, smaller than the {self.patch_size}-pixel CLIP "
-                "patch: use a larger image or a larger short side"
-            )
-        windows = slide_windows(height, width, crop, stride)
-        crops = np.stack([image_normalized[:, y0:y1, x0:x1] for y0, y1, x0, x1 in windows])  # [N, 3, ch, cw]
-        features = np.asarray(self.encode_crops(np.ascontiguousarray(crops)), dtype=np.float32)
-        logit_sum = np.zeros((self.vocabulary.num_queries, height, width), np.float32)  # [Q, h, w]
-        count = np.zeros((height, width), np.float32)
-        for index, (y0, y1, x0, x1) in enumerate(windows):
-            window = crop_logits(
-                features[index : index + 1], self.text_features, (y1 - y0, x1 - x0), self.patch_size
-            )
-            logit_sum[:, y0:y1, x0:x1] += window[0]
-            count[y0:y1, x0:x1] += 1
-        logits = logit_sum / count
-        if out_hw is not None and tuple(out_hw) != (height, width):
-            logits = resize_bilinear(logits, out_hw)
-        return logits
-
-    def postprocess(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Query logits float32 [Q, H, W] -> (probs float32 [C, H, W], pred int32 [H, W]).
-
-        probs: softmax over queries of logit_scale·logits, max over each class's synonyms, area_thd applied.
-        pred: argmax class (first on ties), 0 where the top probability is below prob_thd.
-        """
-        query_probs = _softmax_over_queries(logits * np.float32(self.config.logit_scale))
-        if self.vocabulary.num_classes == self.vocabulary.num_queries:
-            probs = query_probs
-        else:
-            probs = np.maximum.reduceat(query_probs, self._class_starts, axis=0)  # [C, H, W]
-        if self.config.area_thd is not None:
-            _suppress_small_classes(probs, self.config.area_thd)
-        pred = probs.argmax(axis=0).astype(np.int32)
-        pred[probs.max(axis=0) < self.config.prob_thd] = 0
-        return probs, pred
+        class_starts = np.searchsorted(vocabulary.query_class, np.arange(vocabulary.num_classes))
+        probs = np.maximum.reduceat(query_probs, class_starts, axis=0)  # [C, H, W]
+    if config.area_thd is not None:
+        _suppress_small_classes(probs, config.area_thd)
+    pred = probs.argmax(axis=0).astype(np.int32)
+    pred[probs.max(axis=0) < config.prob_thd] = 0
+    return probs, pred
 
 
 def _softmax_over_queries(scaled: np.ndarray) -> np.ndarray:

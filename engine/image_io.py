@@ -1,6 +1,6 @@
 """Reading user images into uint8 RGB arrays; checking output paths before any model runs.
 
-The writing itself (temp files, modes, all-or-nothing renames) lives in engine/output_files.py; atomic_output
+The writing itself (temp files, modes, all-or-nothing renames) lives in engine/outputs.py; atomic_output
 is re-exported here for the modules that import it from image_io.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from clipsam.engine.errors import InputImageError, OutputPathError
-from clipsam.engine.output_files import atomic_output, temp_file_beside
+from clipsam.engine.outputs import atomic_output, temp_file_beside
 
 # A truncated file must fail, not decode as grey padding.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -2,6 +2,8 @@
 
 Torch-free. A directory is accepted only when its manifest has this clipsam's format version and every
 graph file it lists exists with the recorded size and sha256, so an interrupted or mixed export is refused.
+
+Installed package versions, as the records (artifact manifest, bench record, eval results) report them.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
 
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.image_io import atomic_output
@@ -21,12 +26,15 @@ FORMAT_NAME = "clipsam-artifacts"
 FORMAT_VERSION = 2  # 2: the text features are hashed too (text_features.files)
 GRAPHS = ("sclip_tower", "sam2_encoder", "sam2_decoder")  # every model's required graphs
 # The graphs each exported model requires ("models" in the manifest: both, or one with `export --only`).
-MODEL_GRAPHS = {"sclip": ("sclip_tower",), "sam2": ("sam2_encoder", "sam2_decoder")}
+MODEL_GRAPHS = MappingProxyType({"sclip": ("sclip_tower",), "sam2": ("sam2_encoder", "sam2_decoder")})
 FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: the rewritten decoder (issue 5)
 # optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py);
 # the SCLIP tower and the decoder have none (why: benchmarks/README.md).
-INT8_GRAPHS = {"sam2_encoder": "sam2_encoder_int8"}
-KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_GRAPHS.values())
+INT8_GRAPHS = MappingProxyType({"sam2_encoder": "sam2_encoder_int8"})
+# optional (exports before issue 16 lack it): CLIP's text tower, token ids -> text features, for words not in
+# the exported text bank; its entry names the BPE vocabulary file it reads ("vocabulary_file").
+TEXT_GRAPH = "text_encoder"
+KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_GRAPHS.values(), TEXT_GRAPH)
 PRECISIONS = ("exact", "fast")
 
 
@@ -162,6 +170,13 @@ def _check_graph_file(manifest: Manifest, graph: str, redo: str) -> None:
         raise ArtifactError(f"graph file '{path}' listed in the manifest is missing: {redo}")
     if path.stat().st_size != entry["bytes"] or file_digest(path) != entry["sha256"]:
         raise ArtifactError(f"graph file '{path}' does not match its manifest (changed or partial): {redo}")
+    companion = entry.get("vocabulary_file")
+    if companion is not None:
+        vocabulary = manifest.directory / companion["file"]
+        if not vocabulary.is_file():
+            raise ArtifactError(f"vocabulary file '{vocabulary}' listed in the manifest is missing: {redo}")
+        if vocabulary.stat().st_size != companion["bytes"] or file_digest(vocabulary) != companion["sha256"]:
+            raise ArtifactError(f"vocabulary file '{vocabulary}' does not match its manifest: {redo}")
 
 
 def _text_file_entries(directory: Path, text_dir: str) -> dict[str, dict]:
@@ -199,13 +214,12 @@ def _check_text_files(manifest: Manifest, redo: str) -> None:
             )
 
 
-def check_precision(precision: str, backend: str) -> None:
-    """ "exact" runs everywhere; "fast" on onnxruntime (bf16 via OpenVINO or the INT8_GRAPHS, chosen by the
-    CPU: engine/cpu_caps.py) and on openvino (bf16 CPUs only, checked when the graphs load)."""
-    if precision not in PRECISIONS:
-        raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    if precision == "fast" and backend not in ("onnxruntime", "openvino"):
-        raise ClipsamError(
-            f"--precision fast runs on the CPU backends (onnxruntime, openvino), not {backend}: "
-            "use --backend onnxruntime"
-        )
+def package_versions(packages: Iterable[str], missing: str | None = None) -> dict[str, str | None]:
+    """{package: installed version}, `missing` for a package that is not installed."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = missing
+    return versions

@@ -9,44 +9,54 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from types import MappingProxyType
 
 EACH = "*"  # the sub-schema applies to every value of a dict keyed by names
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
-_FILE_ENTRY = {"bytes": (int, True, None), "sha256": (str, True, None)}
-_GRAPH_ENTRY = {
-    "file": (str, True, None),
-    **_FILE_ENTRY,
-    "inputs": ((list, dict), True, None),
-    "outputs": ((list, dict), True, None),
-}
-_MODEL_ENTRY = {
-    "name": (str, True, None),
-    "weights_id": (str, True, None),
-    "weights": (str, True, None),
-    "seed": ((int, type(None)), False, None),
-    "random_weights": (bool, False, None),
-}
-SCHEMA = {
-    "format": (str, True, None),
-    "format_version": (int, True, None),
-    "clipsam_version": (str, True, None),
-    "created_unix": (int, False, None),
-    "random_weights": (bool, False, None),
-    "models": (dict, True, {EACH: (dict, True, _MODEL_ENTRY)}),
-    "graphs": (dict, True, {EACH: (dict, True, _GRAPH_ENTRY)}),
-    "text_features": (
-        dict,
-        False,
-        {
-            "dir": (str, True, None),
-            "templates": (str, True, None),
-            "files": (dict, True, {EACH: (dict, True, _FILE_ENTRY)}),
-        },
-    ),
-    "versions": (dict, False, None),
-    "engines": (dict, False, None),
-}
+_FILE_ENTRY = MappingProxyType({"bytes": (int, True, None), "sha256": (str, True, None)})
+_GRAPH_ENTRY = MappingProxyType(
+    {
+        "file": (str, True, None),
+        **_FILE_ENTRY,
+        "inputs": ((list, dict), True, None),
+        "outputs": ((list, dict), True, None),
+    }
+)
+_COMPANION_ENTRY = MappingProxyType(
+    {"file": (str, True, None), **_FILE_ENTRY}
+)  # a file a graph needs beside it
+_MODEL_ENTRY = MappingProxyType(
+    {
+        "name": (str, True, None),
+        "weights_id": (str, True, None),
+        "weights": (str, True, None),
+        "seed": ((int, type(None)), False, None),
+        "random_weights": (bool, False, None),
+    }
+)
+SCHEMA = MappingProxyType(
+    {
+        "format": (str, True, None),
+        "format_version": (int, True, None),
+        "clipsam_version": (str, True, None),
+        "created_unix": (int, False, None),
+        "random_weights": (bool, False, None),
+        "models": (dict, True, {EACH: (dict, True, _MODEL_ENTRY)}),
+        "graphs": (dict, True, {EACH: (dict, True, _GRAPH_ENTRY)}),
+        "text_features": (
+            dict,
+            False,
+            {
+                "dir": (str, True, None),
+                "templates": (str, True, None),
+                "files": (dict, True, {EACH: (dict, True, _FILE_ENTRY)}),
+            },
+        ),
+        "versions": (dict, False, None),
+        "engines": (dict, False, None),
+    }
+)
 
 
 def manifest_problem(data: object, known_graphs: tuple[str, ...]) -> str | None:
@@ -59,6 +69,12 @@ def manifest_problem(data: object, known_graphs: tuple[str, ...]) -> str | None:
         if graph not in known_graphs:
             return f"graph 'graphs.{graph}' is not one this clipsam knows ({', '.join(known_graphs)})"
         problem = _check_file_entry(f"graphs.{graph}", entry, entry["file"])
+        companion = entry.get("vocabulary_file")  # the text encoder's BPE merges file
+        if problem is None and companion is not None:
+            where = f"graphs.{graph}.vocabulary_file"
+            problem = _check(companion, _COMPANION_ENTRY, where) or _check_file_entry(
+                where, companion, companion["file"]
+            )
         if problem is not None:
             return problem
     text = data.get("text_features")

@@ -52,7 +52,7 @@ def merge_rles(
     min_region_size: int = 100,
 ) -> list[tuple[int, float, Rle]]:
     """`merge_candidates` on masks already encoded: rles (B COCO RLEs, bytes counts), class_ids int32 [B],
-    scores float32 [B]. Also the entry point of RleCandidates (GraphSam2.predict_rles)."""
+    scores float32 [B]. Also the entry point of RleCandidates (MaskStage.decode)."""
     if len(rles) == 0:
         return []
     kept = mask_ops.dedupe_same_class(rles, class_ids, scores, iou_threshold)  # best first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from types import MappingProxyType
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -11,7 +12,7 @@ from clipsam.engine.types import SegmentationResult
 from clipsam.kernels import rle as rle_codec
 
 RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS - not a real prediction"
-MODEL_LABELS = {"clip": "CLIP", "sam2": "SAM2"}  # keys of a result's `models` record
+MODEL_LABELS = MappingProxyType({"clip": "CLIP", "sam2": "SAM2"})  # keys of a result's `models` record
 
 
 def random_model_labels(models: dict) -> tuple[str, ...]:

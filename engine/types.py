@@ -3,13 +3,89 @@
 Frames:
 - "image": pixel coordinates of the original (EXIF-oriented) RGB image, x to the right, y down, H×W.
 - "sam": the SAM2 input frame, the image squashed to 1024×1024 (x·1024/W, y·1024/H).
+- "network": SCLIP's input frame, the image resized so its short side is the config's short_side.
+
+The encoders' outputs (PatchFeatures, ImageEmbedding) depend on the image only, never on the vocabulary or the
+prompts: a caller may keep them and reuse them (a server's image cache does).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from clipsam.engine.vocabulary import Vocabulary
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """CLIP text features of a vocabulary's queries.
+
+    features: float32 [Q, D], L2-normalised, one row per `vocabulary.queries` entry (same order).
+    weights: id of the CLIP weights that made them (features of other weights are not comparable).
+    """
+
+    vocabulary: Vocabulary
+    features: np.ndarray
+    weights: str
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """How SCLIP cuts an image into windows: resize to `short_side` (0 = none; long side ≤ long_cap), then
+    crop × crop windows every `stride` network pixels."""
+
+    short_side: int
+    crop: int
+    stride: int
+    long_cap: int
+
+
+@dataclass(frozen=True)
+class PatchFeatures:
+    """SCLIP's image tower output for one image: every sliding window's patch features.
+
+    features: float32 [N, L, D], L2-normalised, L = (h // p)·(w // p) patches of each h×w window, row-major.
+    windows: N (y0, y1, x0, x1) windows in the network frame, row-major (as `slide_windows` gives them).
+    network_hw: the network frame's size; image_hw: the image frame's size (H, W).
+    geometry: the resize and windows that made them; patch_size: p; weights: id of the CLIP weights.
+    """
+
+    features: np.ndarray
+    windows: tuple[tuple[int, int, int, int], ...]
+    network_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+    geometry: WindowGeometry
+    patch_size: int
+    weights: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.nbytes)
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """SAM2's image encoder output for one image: what the mask decoder needs of the image.
+
+    arrays: the decoder's image inputs by name (float32; for the exported graphs image_embed
+        [1, 256, 64, 64], high_res_feats_0 [1, 32, 256, 256], high_res_feats_1 [1, 64, 128, 128], or the
+        fast decoder's per-image tensors); read-only by convention.
+    image_hw: the image frame's size (H, W); prompts are mapped from it to the 1024 frame.
+    model: which mask stage made it (model, weights, decoder form); a stage refuses another's embedding.
+    """
+
+    arrays: Mapping[str, np.ndarray]
+    image_hw: tuple[int, int]
+    model: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(array.nbytes for array in self.arrays.values()))
 
 
 @dataclass(frozen=True)
@@ -110,6 +186,11 @@ class RleCandidates:
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
 
+    @staticmethod
+    def empty() -> RleCandidates:
+        none = np.zeros(0, np.float32)
+        return RleCandidates(rles=[], iou=none, class_ids=np.zeros(0, np.int32), scores=none)
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -125,6 +206,10 @@ class Segment:
     bbox_xywh: tuple[float, float, float, float]
     area: int
     rle: dict
+
+
+# The merge's output: the kept instances, best first.
+Segments = tuple[Segment, ...]
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from clipsam import __version__
-from clipsam.engine.demo_scene import DEMO_VOCABULARY
-from clipsam.engine.manifest import MANIFEST_NAME, file_digest, write_manifest
-from clipsam.engine.sam2_transforms import SAM2_IMAGE_SIZE, SAM2_MEAN, SAM2_STD
-from clipsam.engine.text_bank import TextBank
-from clipsam.engine.transforms import CLIP_MEAN_255, CLIP_STD_255
-from clipsam.engine.versions import package_versions
+from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY
+from clipsam.engine.manifest import MANIFEST_NAME, TEXT_GRAPH, file_digest, package_versions, write_manifest
+from clipsam.engine.text.bank import TextBank
+from clipsam.engine.transforms import CLIP_MEAN_255, CLIP_STD_255, SAM2_IMAGE_SIZE, SAM2_MEAN, SAM2_STD
 from clipsam.engine.vocabulary import BACKGROUND_SYNONYMS
 from clipsam.export.clip_model import SclipModel, load_sclip
 from clipsam.export.onnx_sam2_decoder import export_sam2_decoder
 from clipsam.export.onnx_sam2_encoder import export_sam2_encoder
 from clipsam.export.onnx_sclip import export_sclip_tower
+from clipsam.export.onnx_text import copy_vocabulary_file, export_text_encoder
 from clipsam.export.onnx_utils import OPSET, io_specs, pin_output_dims_by_running
 from clipsam.export.registry import DEFAULT_CLIP
 from clipsam.export.sam2_fast_decoder import FAST_GRAPH, IMAGE_GRAPH, export_sam2_fast_decoder
@@ -75,6 +74,7 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
     if "sclip" in request.models:
         sclip = load_sclip(request.clip_checkpoint, random_weights=request.clip_random, seed=request.seed)
         graphs.update(_export_sclip(sclip, out, log))
+        graphs.update(_export_text_encoder(sclip, out, log))
         embed_text(sclip, out / TEXT_DIR, (*DEFAULT_QUERIES, *request.queries))
         models["sclip"] = _model_entry(DEFAULT_CLIP, sclip.arch.describe(), sclip, request.seed)
         extra["text_features"] = {"dir": TEXT_DIR, "templates": "openai-imagenet-80"}
@@ -106,6 +106,19 @@ def _export_sclip(sclip: SclipModel, out: Path, log) -> dict:
     entry = _timed_export("sclip_tower", lambda path: export_sclip_tower(sclip, path), out, log)
     entry.update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
     return {"sclip_tower": entry}
+
+
+def _export_text_encoder(sclip: SclipModel, out: Path, log) -> dict:
+    """CLIP's text tower graph and, in the text folder, the BPE vocabulary its tokenizer reads."""
+    entry = _timed_export(TEXT_GRAPH, lambda path: export_text_encoder(sclip, path), out, log)
+    vocabulary = copy_vocabulary_file(out / TEXT_DIR)
+    entry["context_length"] = int(sclip.clip.context_length)
+    entry["vocabulary_file"] = {
+        "file": vocabulary.relative_to(out).as_posix(),
+        "bytes": vocabulary.stat().st_size,
+        "sha256": file_digest(vocabulary),
+    }
+    return {TEXT_GRAPH: entry}
 
 
 def _export_sam2(sam: Sam2Model, out: Path, log) -> dict:

@@ -22,7 +22,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 
 from clipsam.engine.errors import CheckpointError
-from clipsam.engine.text_bank import OPENAI_IMAGENET_TEMPLATES
+from clipsam.engine.text.bank import OPENAI_IMAGENET_TEMPLATES
 from clipsam.export.checkpoints import (
     LOAD_ERRORS,
     check_keys_and_shapes,

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clipsam.engine.errors import DownloadError
-from clipsam.engine.output_files import new_file_mode
+from clipsam.engine.outputs import new_file_mode
 from clipsam.export.checkpoints import file_sha256
 from clipsam.export.registry import ModelSpec
 

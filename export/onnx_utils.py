@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from clipsam.engine.output_files import new_file_mode
+from clipsam.engine.outputs import new_file_mode
 
 OPSET = 17
 

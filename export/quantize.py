@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsam.engine.output_files import new_file_mode
+from clipsam.engine.outputs import new_file_mode
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 

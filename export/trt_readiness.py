@@ -42,6 +42,9 @@ TRT_PROFILES: dict[str, DimRange] = {
     "num_prompts": DimRange(1, 64, 512),
     "num_points": DimRange(1, 3, 8),
     "num_crops": DimRange(1, 8, 48),
+    # CLIP text prompts (template x query): batches of up to 256, cut after the longest EOT (<= 77 tokens).
+    "num_texts": DimRange(1, 80, 256),
+    "text_length": DimRange(2, 16, 77),
 }
 
 # Not in the ONNX-TensorRT parser's support matrix (sequences, strings, quantised integer maths, randomness).

@@ -7,15 +7,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipsam.engine.backends.torch_sclip import TorchSclip
-from clipsam.engine.demo_scene import DEMO_VOCABULARY, demo_scene
-from clipsam.engine.manifest import FAST_DECODER_GRAPHS, Manifest, read_manifest
+from clipsam.engine.backends.graph_stages import prompt_feeds
+from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY, demo_scene
+from clipsam.engine.dense_clip import SclipStage
+from clipsam.engine.factory import load_pipeline
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, TEXT_GRAPH, Manifest, read_manifest
 from clipsam.engine.pipeline import Pipeline, default_dense_config, vocabulary_from_words
-from clipsam.engine.text_bank import TextBank
+from clipsam.engine.text.bank import TextBank
 from clipsam.engine.types import Prompts
 from clipsam.export import onnx_sam2_decoder as decoder_export
 from clipsam.export import onnx_sam2_encoder as encoder_export
+from clipsam.export.onnx_text import measure_text_parity
 from clipsam.export.verify import VerifyReport, mask_iou, max_abs, sign_agreement, torch_models_for
+from clipsam.reference.sclip import TorchSclip
 
 
 def verify_artifacts(
@@ -30,13 +34,15 @@ def verify_artifacts(
     """Compare DIR's graphs (onnxruntime) with the torch modules they were exported from."""
     manifest = read_manifest(directory)
     sclip, sam = torch_models_for(manifest, clip_checkpoint=clip_checkpoint, sam_checkpoint=sam_checkpoint)
-    runtime = Pipeline.from_artifacts(directory, decoder="faithful")
+    runtime = load_pipeline(directory, decoder="faithful")
     report = VerifyReport()
     rng = np.random.default_rng(seed)
     picture = demo_scene() if image is None else image
     if sclip is not None:  # a folder exported with --only sam2 has none
         _random_sclip(report, sclip, runtime, rng)
         _image_sclip(report, sclip, runtime, picture, Path(directory))
+        if TEXT_GRAPH in manifest.graph_names:  # exports before issue 16 have no text graph
+            report.max_abs.update(measure_text_parity(sclip, manifest.graph_path(TEXT_GRAPH)))
     if sam is not None:
         _verify_sam2(report, sam, runtime, manifest, picture, prompt_count, rng)
     return report
@@ -49,9 +55,9 @@ def _verify_sam2(
     expected_features, prompts, reference = _random_sam2(report, sam, runtime, rng)
     _image_sam2(report, sam, runtime, picture, count, rng)
     if manifest.has_graphs(FAST_DECODER_GRAPHS):
-        fast = Pipeline.from_artifacts(manifest.directory, decoder="fast").mask_backend
-        image_tensors = fast.image_graph.run(expected_features)
-        outputs = fast.decoder.run({**image_tensors, **prompts})
+        fast = load_pipeline(manifest.directory, decoder="fast")
+        image_tensors = fast.mask_stage.image_graph.run(expected_features)
+        outputs = fast.mask_stage.decoder.run({**image_tensors, **prompts})
         for name, value in reference.items():
             report.max_abs[f"sam2_fast_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
         _image_fast_masks(report, runtime, fast, picture, count, rng)
@@ -64,9 +70,8 @@ def _image_fast_masks(
     height, width = image.shape[:2]
     points = np.stack([rng.integers(0, width, count), rng.integers(0, height, count)], axis=1)
     prompts = _point_prompts(points.astype(np.float32))
-    fast.set_image(image)
-    faithful = runtime.mask_backend.predict(prompts).masks
-    report.fast_mask_iou = mask_iou(fast.predict(prompts).masks, faithful)
+    faithful = runtime.decode_masks(runtime.embed(image), prompts).masks
+    report.fast_mask_iou = mask_iou(fast.decode_masks(fast.embed(image), prompts).masks, faithful)
 
 
 def _random_sclip(report: VerifyReport, sclip, runtime: Pipeline, rng: np.random.Generator) -> None:
@@ -75,7 +80,7 @@ def _random_sclip(report: VerifyReport, sclip, runtime: Pipeline, rng: np.random
     with torch.inference_mode():
         expected = sclip.encode_crops(torch.from_numpy(crops)).numpy()
     report.max_abs["sclip_tower.patch_features (random crops)"] = max_abs(
-        runtime.dense_backend.encode_crops(crops), expected
+        runtime.dense_stage.crops.encode_crops(crops), expected
     )
 
 
@@ -84,13 +89,13 @@ def _random_sam2(report: VerifyReport, sam, runtime: Pipeline, rng: np.random.Ge
     with torch.inference_mode():
         reference = encoder_export.sam2_reference_features(sam.module, torch.from_numpy(image))
     expected = {name: value.numpy() for name, value in reference.items()}
-    got = runtime.mask_backend.encoder.run({"image": image})
+    got = runtime.mask_stage.encoder.run({"image": image})
     for name, value in expected.items():
         report.max_abs[f"sam2_encoder.{name} (random image)"] = max_abs(got[name], value)
     prompts = decoder_export.random_prompts(7, 4, seed=int(rng.integers(2**31)))  # boxes, masks, negatives
     feeds = {**expected, **prompts}
     reference = decoder_export.reference_for_prompts(sam, expected, prompts)
-    outputs = runtime.mask_backend.decoder.run(feeds)
+    outputs = runtime.mask_stage.decoder.run(feeds)
     for name, value in reference.items():
         report.max_abs[f"sam2_decoder.{name} (random prompts)"] = max_abs(outputs[name], value)
     return expected, prompts, reference
@@ -99,11 +104,10 @@ def _random_sam2(report: VerifyReport, sam, runtime: Pipeline, rng: np.random.Ge
 def _image_sclip(report: VerifyReport, sclip, runtime: Pipeline, image: np.ndarray, directory: Path) -> None:
     vocabulary = vocabulary_from_words(list(DEMO_VOCABULARY))
     config = default_dense_config(vocabulary)
-    reference = TorchSclip(sclip, TextBank(directory / "verify-text-cache")).dense_predictor(
-        vocabulary, config
-    )
-    expected = reference.predict(image)
-    got = runtime.dense_map(image, vocabulary, config)
+    torch_sclip = TorchSclip(sclip, TextBank(directory / "verify-text-cache"))
+    reference = SclipStage(torch_sclip, torch_sclip)
+    expected = reference.dense_map(reference.features(image, config), reference.text(vocabulary), config)
+    got = runtime.dense(image, vocabulary, config)
     report.max_abs["sclip dense probs (image, from uint8)"] = max_abs(got.probs, expected.probs)
     report.max_abs["sclip pred disagreement (image)"] = float(np.mean(got.pred != expected.pred))
 
@@ -117,8 +121,8 @@ def _image_sam2(report: VerifyReport, sam, runtime: Pipeline, image: np.ndarray,
     predictor = SAM2ImagePredictor(sam.module)
     with torch.inference_mode():
         predictor.set_image(image)
-    runtime.mask_backend.set_image(image)
-    features = runtime.mask_backend._features
+    embedding = runtime.embed(image)
+    features = embedding.arrays
     expected_features = {
         "image_embed": predictor._features["image_embed"].numpy(),
         "high_res_feats_0": predictor._features["high_res_feats"][0].numpy(),
@@ -127,14 +131,14 @@ def _image_sam2(report: VerifyReport, sam, runtime: Pipeline, image: np.ndarray,
     for name, value in expected_features.items():
         report.max_abs[f"sam2_encoder.{name} (image, from uint8)"] = max_abs(features[name], value)
     torch_low, torch_masks = _torch_per_prompt(predictor, prompts)
-    feeds = runtime.mask_backend._decoder_feeds(prompts, use_boxes=False)
+    feeds = {**embedding.arrays, **prompt_feeds(prompts, False, embedding.image_hw)}
     feeds["mask_input"] = np.zeros((len(prompts), 1, 256, 256), np.float32)
     feeds["has_mask_input"] = np.zeros(len(prompts), np.float32)
-    outputs = runtime.mask_backend.decoder.run(feeds)
+    outputs = runtime.mask_stage.decoder.run(feeds)
     ort_low = np.clip(outputs["low_res_masks"][:, 1:], -32.0, 32.0)  # sam2 returns its low-res masks clamped
     report.max_abs["sam2_decoder.low_res_masks (image)"] = max_abs(ort_low, torch_low)
     report.agreement = sign_agreement(ort_low, torch_low)
-    report.mask_iou = mask_iou(runtime.mask_backend.predict(prompts).masks, torch_masks)
+    report.mask_iou = mask_iou(runtime.decode_masks(embedding, prompts).masks, torch_masks)
 
 
 def _torch_per_prompt(predictor, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ def street_image(tmp_path: Path) -> Path:
     """A small PNG of the demo street scene (96×128)."""
     from PIL import Image
 
-    from clipsam.engine.demo_scene import demo_scene
+    from clipsam.engine.bench.demo_scene import demo_scene
 
     path = tmp_path / "street.png"
     Image.fromarray(demo_scene(96, 128)).save(path)

@@ -15,10 +15,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
+from clipsam.engine.factory import load_pipeline, load_reference_pipeline
 from clipsam.engine.manifest import MANIFEST_NAME, ArtifactError, read_manifest
 from clipsam.engine.model_choice import ModelChoice
-from clipsam.engine.pipeline import Pipeline, SegmentOptions, vocabulary_from_words
+from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
 from clipsam.export.onnx_utils import forbidden_ops, op_census
 from clipsam.kernels import rle as rle_codec
 
@@ -32,11 +33,7 @@ def image():
 
 
 def _reference(tiny_clip_checkpoint):
-    from clipsam.engine.backends.torch_reference import build_reference_pipeline
-
-    return build_reference_pipeline(
-        ModelChoice(clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0)
-    )
+    return load_reference_pipeline(ModelChoice(clip_checkpoint=tiny_clip_checkpoint, sam_random=True, seed=0))
 
 
 def _decoded(result):
@@ -81,7 +78,7 @@ def test_tampered_partial_and_foreign_artifacts_are_refused(artifacts, tmp_path)
 
 def test_onnxruntime_segments_equal_torch_reference(artifacts, image, tiny_clip_checkpoint):
     vocabulary = vocabulary_from_words(VOCAB)
-    ours = Pipeline.from_artifacts(artifacts).segment(image, vocabulary, OPTIONS)
+    ours = load_pipeline(artifacts).segment(image, vocabulary, OPTIONS)
     reference = _reference(tiny_clip_checkpoint).segment(image, vocabulary, OPTIONS)
     assert len(ours.segments) == len(reference.segments) > 0
     assert [s.class_id for s in ours.segments] == [s.class_id for s in reference.segments]
@@ -104,8 +101,8 @@ def test_runtime_works_without_torch(artifacts, image, tmp_path):
                     raise ImportError("torch is blocked in this test")
         sys.meta_path.insert(0, BlockTorch())
         import numpy as np
-        from clipsam.engine.pipeline import Pipeline, SegmentOptions, vocabulary_from_words
-        pipeline = Pipeline.from_artifacts({str(artifacts)!r})
+        from clipsam import SegmentOptions, load_pipeline, vocabulary_from_words
+        pipeline = load_pipeline({str(artifacts)!r})
         result = pipeline.segment(np.load({str(tmp_path / "image.npy")!r}), vocabulary_from_words({VOCAB!r}),
                                   SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12))
         assert "torch" not in sys.modules
@@ -118,7 +115,7 @@ def test_runtime_works_without_torch(artifacts, image, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     segments = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = Pipeline.from_artifacts(artifacts).segment(image, vocabulary_from_words(VOCAB), OPTIONS)
+    expected = load_pipeline(artifacts).segment(image, vocabulary_from_words(VOCAB), OPTIONS)
     assert segments == [[s.class_id, s.area, s.rle["counts"]] for s in expected.segments]
 
 
@@ -131,3 +128,4 @@ def test_verify_passes_on_fresh_export(artifacts, tiny_clip_checkpoint):
     assert report.fast_mask_iou.size == 6 and report.fast_mask_iou.min() >= 0.999
     assert report.max_abs["sam2_fast_decoder.low_res_masks (random prompts)"] <= 1e-4
     assert any("from uint8" in name for name in report.max_abs)
+    assert report.max_abs["text_features[N=17,L=77]"] <= 1e-4  # the text graph's parity

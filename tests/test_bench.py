@@ -10,10 +10,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from clipsam.engine import bench, bench_record
+from clipsam.engine.bench import measure as bench
+from clipsam.engine.bench import record as bench_record
+from clipsam.engine.dense_clip import SclipStage
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.pipeline import Pipeline
-from clipsam.engine.types import MaskCandidates
+from clipsam.engine.types import ImageEmbedding, MaskCandidates, RleCandidates
+from clipsam.kernels import rle as rle_codec
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 FEATURE_DIM = 8
@@ -30,43 +33,57 @@ def _bench_registered():
         commands_bench.register(app_module.app)
 
 
-class FakeDense:
-    """DenseBackend with random unit features: exercises the real dense-map code in milliseconds."""
+class FakeCrops:
+    """CropEncoder with random unit features: exercises the real dense-map code in milliseconds."""
 
     patch_size = 16
+    weights_id = "w1"
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         tokens = (crops.shape[2] // 16) * (crops.shape[3] // 16)
         features = np.random.default_rng(0).normal(size=(crops.shape[0], tokens, FEATURE_DIM))
         return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
 
-    def encode_queries(self, queries) -> np.ndarray:
+
+class FakeTexts:
+    """TextEncoder with random unit features."""
+
+    weights_id = "w1"
+
+    def encode(self, queries) -> np.ndarray:
         features = np.random.default_rng(1).normal(size=(len(queries), FEATURE_DIM))
         return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
 
 
 class FakeMasks:
-    """MaskBackend: a 32×32 square around each prompt point; counts set_image calls."""
+    """MaskStage: a 32×32 square around each prompt point; counts embed calls."""
+
+    model_id = "fake-sam:w2"
 
     def __init__(self):
         self.embeddings = 0
-        self.shape = (0, 0)
 
-    def set_image(self, image: np.ndarray) -> None:
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
         self.embeddings += 1
-        self.shape = image.shape[:2]
+        return ImageEmbedding(arrays={}, image_hw=image.shape[:2], model=self.model_id)
 
-    def predict(self, prompts, use_boxes: bool = False) -> MaskCandidates:
-        masks = np.zeros((len(prompts), *self.shape), bool)
+    def decode_masks(self, embedding: ImageEmbedding, prompts, use_boxes: bool = False) -> MaskCandidates:
+        masks = np.zeros((len(prompts), *embedding.image_hw), bool)
         for i, (x, y) in enumerate(prompts.coords[:, 0].astype(int)):
             masks[i, max(0, y - 16) : y + 16, max(0, x - 16) : x + 16] = True
         iou = np.full(len(prompts), 0.9, np.float32)
         return MaskCandidates(masks, iou, prompts.class_ids.astype(np.int32), prompts.scores * iou)
 
+    def decode(self, embedding: ImageEmbedding, prompts, use_boxes: bool = False) -> RleCandidates:
+        candidates = self.decode_masks(embedding, prompts, use_boxes)
+        rles = rle_codec.encode_batch(candidates.masks) if len(candidates) else []
+        return RleCandidates(rles, candidates.iou, candidates.class_ids, candidates.scores)
 
-def fake_pipeline() -> Pipeline:
+
+def fake_pipeline(masks: FakeMasks | None = None) -> Pipeline:
     models = {"clip": {"name": "fake-clip", "weights": "w1"}, "sam2": {"name": "fake-sam", "weights": "w2"}}
-    return Pipeline(FakeDense(), FakeMasks(), models={**models, "backend": "torch"}, random_weights=True)
+    dense = SclipStage(FakeCrops(), FakeTexts())
+    return Pipeline(dense, masks or FakeMasks(), models={**models, "backend": "torch"}, random_weights=True)
 
 
 def fake_record(ours_ms: dict, reference_ms: dict | None, runs: int = 3) -> dict:
@@ -130,7 +147,8 @@ def test_stats_throughput_and_speedup_maths():
 
 @pytest.mark.parametrize("stage", bench.STAGES)
 def test_stage_runners_on_fake_backends(stage):
-    pipeline = fake_pipeline()
+    masks = FakeMasks()
+    pipeline = fake_pipeline(masks)
     source = bench.PromptSource(pipeline, bench.bench_vocabulary(), count=None if stage == "kernels" else 6)
     runner = bench.StageRunner(pipeline, stage, source)
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -148,14 +166,44 @@ def test_stage_runners_on_fake_backends(stage):
         assert timings["total"] == pytest.approx(stage_sum)
     if stage == "decoder":
         assert result.samples["ours"][0]["num_prompts"] == 6
-        assert pipeline.mask_backend.embeddings == 1  # the embedding is prepared once, untimed
+        assert masks.embeddings == 1  # the embedding is prepared once, untimed
+
+
+def test_end_to_end_runner_is_pipeline_segment():
+    """Without --prompts the end-to-end stage IS Pipeline.segment under the bench options; with a grid it
+    times the same stages and returns the same kind of result, the grid as the decoder batch."""
+    pipeline, vocabulary = fake_pipeline(), bench.bench_vocabulary()
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    own = bench.StageRunner(pipeline, "end-to-end", bench.PromptSource(pipeline, vocabulary, None))
+    timings, result = own(0, image)
+    expected = pipeline.segment(image, vocabulary, bench.BENCH_OPTIONS)
+    assert expected.counts["prompts"] > 0 and expected.segments
+    assert result.segments == expected.segments and result.counts == expected.counts
+    assert set(timings) == set(expected.timings_ms) | {"num_prompts"}
+    assert timings["num_prompts"] == expected.counts["prompts"]
+    grid = bench.StageRunner(pipeline, "end-to-end", bench.PromptSource(pipeline, vocabulary, 6))
+    grid_timings, grid_result = grid(0, image)
+    assert set(grid_timings) == set(timings) and grid_timings["num_prompts"] == 6
+    assert grid_result.counts["prompts"] == 6 and set(grid_result.counts) == set(expected.counts)
+    assert grid_result.timings_ms["total"] == pytest.approx(grid_timings["total"])
+
+
+def test_bench_names_come_from_the_registry():
+    from clipsam.engine.backends import pipeline_names
+
+    assert {"torch", "onnxruntime", "onnxruntime-faithful", "onnxruntime-bf16"} <= set(pipeline_names())
+    assert bench.needs_artifacts("onnxruntime-int8") and not bench.needs_artifacts("torch")
+    with pytest.raises(ClipsamError, match="unknown backend 'nope'; choose one of: .*onnxruntime-bf16"):
+        bench.needs_artifacts("nope")
 
 
 def test_grid_prompts_lie_inside_the_image():
-    prompts = bench.grid_prompts(7, 96, 128, num_classes=3)
+    vocabulary = bench.bench_vocabulary()
+    source = bench.PromptSource(fake_pipeline(), vocabulary, count=7)
+    prompts = source.prompts(0, np.zeros((96, 128, 3), np.uint8))  # a landscape image: height 96, width 128
     assert len(prompts) == 7 and prompts.coords.shape == (7, 1, 2)
     assert (prompts.coords[..., 0] < 128).all() and (prompts.coords[..., 1] < 96).all()
-    assert set(prompts.class_ids.tolist()) == {0, 1, 2}
+    assert set(prompts.class_ids.tolist()) == set(range(vocabulary.num_classes))
 
 
 def test_parsers():
@@ -212,7 +260,7 @@ def test_segment_agreement_is_one_for_identical_results_and_lower_when_masks_mov
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is an optional dependency of --plot")
-    from clipsam.engine.bench_plot import plot_stages
+    from clipsam.engine.bench.plot import plot_stages
 
     record = fake_record({"sclip": 10.0, "sam2_decoder": 20.0}, {"sclip": 30.0, "sam2_decoder": 90.0})
     path = plot_stages(record, tmp_path / "stages.png")

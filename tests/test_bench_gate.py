@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from clipsam.engine import bench, bench_record
+from clipsam.engine.bench import measure as bench
+from clipsam.engine.bench import record as bench_record
 from clipsam.engine.errors import ClipsamError
 from tests.cli_helpers import run_cli
 from tests.test_bench import _with_total, fake_pipeline, fake_record

@@ -12,8 +12,8 @@ import typer
 
 from clipsam.cli.app import app
 from clipsam.cli.clipsam_command import expand_variadic
-from clipsam.engine.datasets import COCO_STUFF_UNUSED_IDS, coco_stuff_train_ids, get_spec, open_dataset
 from clipsam.engine.errors import VocabularyError
+from clipsam.engine.eval.datasets import COCO_STUFF_UNUSED_IDS, coco_stuff_train_ids, get_spec, open_dataset
 from clipsam.engine.vocabulary import BACKGROUND_SYNONYMS, user_class_file, user_vocabulary
 from tests.cli_helpers import assert_one_line_error, run_cli
 

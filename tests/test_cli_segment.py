@@ -18,7 +18,7 @@ LOW_THRESHOLDS = ["--min-confidence", "0", "--min-region-size", "20", "--max-pro
 @pytest.fixture(scope="module")
 def segment_run(tmp_path_factory):
     """One `clipsam segment` run shared by the checks below."""
-    from clipsam.engine.demo_scene import demo_scene
+    from clipsam.engine.bench.demo_scene import demo_scene
 
     folder = tmp_path_factory.mktemp("segment")
     image = folder / "street.png"

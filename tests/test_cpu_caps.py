@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from clipsam.engine import fast_mode
-from clipsam.engine.cpu_caps import (
+from clipsam.engine import precision as fast_mode
+from clipsam.engine.errors import ClipsamError
+from clipsam.engine.manifest import INT8_GRAPHS
+from clipsam.engine.precision import (
+    BF16_GRAPHS,
     CAPABILITY_CLASSES,
     capability_class,
     cpu_flags,
     fast_mechanism,
     parse_cpu_flags,
+    plan_precision,
 )
-from clipsam.engine.errors import ClipsamError
-from clipsam.engine.fast_mode import BF16_GRAPHS, plan_precision
-from clipsam.engine.manifest import INT8_GRAPHS
 
 AVX2 = {"sse4_2", "fma", "avx", "avx2"}
 FLAGS_BY_CLASS = {

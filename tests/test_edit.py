@@ -1,5 +1,6 @@
-"""Generative edits (engine/edit.py, engine/edit_mask.py) with a tiny randomly initialised SD inpainting
-pipeline: no files, no network (prompt embeddings are given directly, so no tokenizer or text encoder)."""
+"""Generative edits (engine/edit/inpaint.py, engine/edit/mask.py) with a tiny randomly initialised SD
+inpainting pipeline: no files, no network (prompt embeddings are given directly, so no tokenizer or text
+encoder)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from clipsam.engine import edit
-from clipsam.engine.edit_mask import dilate, feather, paste_back, plan_region, work_size
+from clipsam.engine.edit import inpaint as edit
+from clipsam.engine.edit.mask import dilate, feather, paste_back, plan_region, work_size
 from clipsam.engine.errors import ClipsamError
 
 HEIGHT, WIDTH = 52, 76  # not multiples of 8, so the work-size round trip is exercised

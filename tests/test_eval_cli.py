@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from clipsam.cli import commands_eval
 from clipsam.cli.app import app
-from clipsam.engine.coco_object import panoptic_to_object, stuff_to_object
+from clipsam.engine.eval.coco_object import panoptic_to_object, stuff_to_object
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.test_eval_fixtures import make_benchmark
 
@@ -33,6 +34,9 @@ def test_missing_dataset_is_one_line_with_the_layout(tmp_path: Path, capsys):
         (["--dataset", "voc21", "--backend", "onnxruntime"], "needs --artifacts"),
         (["--dataset", "voc21", "--device", "tpu"], "unknown --device"),
         (["--dataset", "voc21", "--mode", "vote"], "vote"),
+        (["--dataset", "voc21", "--backend", "openvino"], "--backend openvino needs --artifacts"),
+        (["--dataset", "voc21", "--artifacts", "exported"], "--artifacts is for --backend onnxruntime"),
+        (["--dataset", "voc21", "--backend", "tflite"], "tflite"),
     ],
 )
 def test_cli_errors_are_one_line(args, fragment, tmp_path: Path, capsys):
@@ -41,6 +45,13 @@ def test_cli_errors_are_one_line(args, fragment, tmp_path: Path, capsys):
         ["eval", *args, "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "out"], capsys
     )
     assert_one_line_error(code, err, fragment)
+
+
+def test_backend_choices_are_the_registry():
+    from clipsam.cli.eval_options import EvalBackend
+    from clipsam.engine.factory import backend_names
+
+    assert [backend.value for backend in EvalBackend] == list(backend_names())
 
 
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys):
@@ -67,6 +78,46 @@ def test_eval_dense_end_to_end_with_the_tiny_clip(tmp_path: Path, capsys, tiny_c
     assert (out / "visualizations" / "2007_000033.png").is_file()
 
 
+def test_eval_on_exported_artifacts(tmp_path: Path, capsys, tiny_artifacts: Path, tiny_clip_checkpoint: Path):
+    """--backend onnxruntime: the factory's pipeline on the session's export (its text folder copied and
+    given the voc20 words, so the session's artifacts stay as they are), in dense and sam-vote mode."""
+    from clipsam.engine.eval.datasets import benchmark_vocabulary
+    from clipsam.engine.manifest import MANIFEST_NAME
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for path in tiny_artifacts.iterdir():
+        if path.is_dir():
+            shutil.copytree(path, art / path.name)
+        elif path.name == MANIFEST_NAME:
+            shutil.copy(path, art / path.name)
+        else:
+            (art / path.name).symlink_to(path)
+    words = list(benchmark_vocabulary("voc20").queries)
+    code, _, err = run_cli(
+        ["export-text", art, "-V", *words, "--clip-checkpoint", tiny_clip_checkpoint], capsys
+    )
+    assert code == 0, err
+    make_benchmark("voc20", tmp_path / "data")
+    for mode, sam_stages in (
+        ("dense", set()),
+        ("sam-vote", {"prompts", "sam2_encoder", "sam2_decoder", "vote"}),
+    ):
+        out = tmp_path / mode
+        args = [
+            "eval", "--dataset", "voc20", "--data-dir", tmp_path / "data", "--backend", "onnxruntime",
+            "--artifacts", art, "--output-dir", out, "--num-samples", "1", "--mode", mode,
+            "--vote-points", "2",
+        ]  # fmt: skip
+        code, stdout, err = run_cli(args, capsys)
+        assert code == 0, err
+        assert f"voc20 {mode}: mIoU" in stdout
+        record = json.loads((out / "results.json").read_text())
+        assert record["config"]["models"]["backend"] == "onnxruntime" and record["random_weights"]
+        assert set(record["timings_ms_per_image"]) == {"sclip", "postprocess", "total"} | sam_stages
+        assert set(record["setup_ms"]) == {"text"}
+
+
 def test_coco_object_conversion_rules():
     train_ids = np.array([[0, 79, 80], [170, 255, 5]], np.uint8)
     np.testing.assert_array_equal(stuff_to_object(train_ids), [[1, 80, 0], [0, 255, 6]])
@@ -85,7 +136,7 @@ def test_convert_coco_object_command_feeds_the_reader(tmp_path: Path, capsys):
     code, stdout, err = run_cli(["convert-coco-object", root], capsys)
     assert code == 0, err
     assert "wrote 3 COCO-Object label files" in stdout
-    from clipsam.engine.datasets import open_dataset
+    from clipsam.engine.eval.datasets import open_dataset
 
     dataset = open_dataset("coco-object", tmp_path)
     np.testing.assert_array_equal(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsam.engine import datasets
 from clipsam.engine.errors import ClipsamError
+from clipsam.engine.eval import datasets
 from tests.test_eval_fixtures import SAMPLE_IDS, expected_labels, make_benchmark, write_label
 
 ALL = list(datasets.SPECS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipsam.engine.datasets import SPECS
+from clipsam.engine.eval.datasets import SPECS
 
 # Raw label maps (as stored on disk) per dataset: values in the raw id space of that dataset.
 RAW_LABELS: dict[str, list[np.ndarray]] = {

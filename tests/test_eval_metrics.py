@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsam.engine.eval_metrics import confusion_matrix, metrics_from_confusion
-from clipsam.engine.pamr import pamr, pamr_affinity
+from clipsam.engine.eval.metrics import confusion_matrix, metrics_from_confusion
+from clipsam.engine.eval.pamr import pamr, pamr_affinity
 
 
 def test_confusion_matrix_by_hand():

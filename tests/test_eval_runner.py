@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from clipsam.engine import datasets
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.eval_metrics import confusion_matrix, metrics_from_confusion
-from clipsam.engine.evaluate import RESULTS_NAME, STATE_NAME, SUMMARY_NAME, evaluate
+from clipsam.engine.eval import datasets
+from clipsam.engine.eval.evaluate import RESULTS_NAME, STATE_NAME, SUMMARY_NAME, evaluate
+from clipsam.engine.eval.metrics import confusion_matrix, metrics_from_confusion
 from tests.test_eval_fixtures import expected_labels, make_benchmark
 
 CONFIG = {"mode": "dense", "use_pamr": False}

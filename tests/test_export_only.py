@@ -33,17 +33,18 @@ def _sha256(path: Path) -> str:
 
 
 def test_sclip_only_folder(sclip_only, tiny_clip_checkpoint, street_image, tmp_path, capsys):
-    from clipsam.engine.demo_scene import demo_scene
-    from clipsam.engine.pipeline import Pipeline, vocabulary_from_words
+    from clipsam.engine.bench.demo_scene import demo_scene
+    from clipsam.engine.factory import load_pipeline
+    from clipsam.engine.pipeline import vocabulary_from_words
 
     data = json.loads((sclip_only / "manifest.json").read_text())
-    assert list(data["models"]) == ["sclip"] and list(data["graphs"]) == ["sclip_tower"]
+    assert list(data["models"]) == ["sclip"] and list(data["graphs"]) == ["sclip_tower", "text_encoder"]
     entry = data["models"]["sclip"]
     assert entry["random_weights"] is False and entry["weights"] == f"sha256:{_sha256(tiny_clip_checkpoint)}"
     assert data["random_weights"] is False and (sclip_only / data["text_features"]["dir"]).is_dir()
     assert not list(sclip_only.glob("sam2*"))
-    pipeline = Pipeline.from_artifacts(sclip_only)
-    dense = pipeline.dense_map(demo_scene(64, 96), vocabulary_from_words(["sky", "road"]))
+    pipeline = load_pipeline(sclip_only)
+    dense = pipeline.dense(demo_scene(64, 96), vocabulary_from_words(["sky", "road"]))
     assert dense.probs.shape == (2, 64, 96) and np.isfinite(dense.probs).all()
     out = tmp_path / "o.png"
     base = ["segment", "--image", street_image, "--output", out, "--backend", "onnxruntime"]

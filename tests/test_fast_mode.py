@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from clipsam.engine.backends.base import Backend
+from clipsam.engine.backends.graph_stages import GraphSam2
 from clipsam.engine.backends.onnxruntime import OrtGraph
 from clipsam.engine.backends.openvino import OvGraph, cpu_capabilities, fast_precision
-from clipsam.engine.backends.ort_stages import GraphSam2
-from clipsam.engine.demo_scene import demo_scene
+from clipsam.engine.bench.demo_scene import demo_scene
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.types import Prompts
 
@@ -56,9 +56,10 @@ def _mask_ious(ours: np.ndarray, expected: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def sam_masks_fp32(artifacts: Path):
     """fp32 onnxruntime masks of the demo scene for the test prompts: bool [B, H, W]."""
-    sam = GraphSam2(OrtGraph(artifacts / "sam2_encoder.onnx"), OrtGraph(artifacts / "sam2_decoder.onnx"))
-    sam.set_image(demo_scene(*IMAGE_HW))
-    return sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW))
+    sam = GraphSam2(
+        OrtGraph(artifacts / "sam2_encoder.onnx"), OrtGraph(artifacts / "sam2_decoder.onnx"), model_id="fp32"
+    )
+    return sam.decode_masks(sam.embed(demo_scene(*IMAGE_HW)), _point_prompts(PROMPT_COUNT, *IMAGE_HW))
 
 
 def test_openvino_graph_follows_the_backend_protocol(artifacts):
@@ -103,9 +104,9 @@ def test_fast_sam2_masks_keep_iou_per_prompt(artifacts, sam_masks_fp32):
     sam = GraphSam2(
         OvGraph(artifacts / "sam2_encoder.onnx", precision),
         OvGraph(artifacts / "sam2_decoder.onnx", precision),
+        model_id=precision,
     )
-    sam.set_image(demo_scene(*IMAGE_HW))
-    ours = sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW))
+    ours = sam.decode_masks(sam.embed(demo_scene(*IMAGE_HW)), _point_prompts(PROMPT_COUNT, *IMAGE_HW))
     ious = _mask_ious(ours.masks, sam_masks_fp32.masks)
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
     np.testing.assert_allclose(ours.iou, sam_masks_fp32.iou, atol=FEATURE_TOLERANCE[precision])
@@ -143,9 +144,13 @@ def test_export_int8_lists_verified_encoder_copies(tiny_int8_artifacts):
 def test_int8_encoder_keeps_mask_iou_per_prompt(tiny_int8_artifacts, sam_masks_fp32):
     """The int8 (U8U8) SAM2 encoder copy with the fp32 decoder: every mask keeps IoU ≥ 0.99 vs fp32."""
     folder = tiny_int8_artifacts
-    sam = GraphSam2(OrtGraph(folder / "sam2_encoder.int8.onnx"), OrtGraph(folder / "sam2_decoder.onnx"))
-    sam.set_image(demo_scene(*IMAGE_HW))
-    ious = _mask_ious(sam.predict(_point_prompts(PROMPT_COUNT, *IMAGE_HW)).masks, sam_masks_fp32.masks)
+    sam = GraphSam2(
+        OrtGraph(folder / "sam2_encoder.int8.onnx"), OrtGraph(folder / "sam2_decoder.onnx"), model_id="int8"
+    )
+    embedding = sam.embed(demo_scene(*IMAGE_HW))
+    ious = _mask_ious(
+        sam.decode_masks(embedding, _point_prompts(PROMPT_COUNT, *IMAGE_HW)).masks, sam_masks_fp32.masks
+    )
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU vs fp32: {np.round(ious, 4)}"
 
 
@@ -160,22 +165,22 @@ def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts, mechanism):
     image, so segments are the slivers overlap resolution leaves, and a boundary shift of ~0.4 % of a large
     mask is a large share of a small sliver (measured at 480×640: per-prompt IoU ≥ 0.996, per-segment
     0.85-0.997; see benchmarks/bench_precision.py)."""
-    from clipsam.engine.artifacts import pipeline_from_artifacts
-    from clipsam.engine.cpu_caps import fast_mechanism, this_capability_class
+    from clipsam.engine.factory import load_pipeline
     from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
+    from clipsam.engine.precision import fast_mechanism, this_capability_class
     from clipsam.engine.prompts import extract_prompts
 
     image, vocabulary = demo_scene(120, 160), vocabulary_from_words(["sky", "car", "road", "tree", "grass"])
     options = SegmentOptions(min_confidence=0.0, min_region_size=30, max_prompts=12)
     pipelines = {
-        "exact": pipeline_from_artifacts(tiny_int8_artifacts),
-        "fast": pipeline_from_artifacts(tiny_int8_artifacts, precision="fast", fast_mechanism=mechanism),
+        "exact": load_pipeline(tiny_int8_artifacts),
+        "fast": load_pipeline(tiny_int8_artifacts, precision="fast", fast_mechanism=mechanism),
     }
     chosen = fast_mechanism(this_capability_class()) if mechanism == "auto" else mechanism
     assert pipelines["fast"].models["fast_mechanism"] == chosen
     assert pipelines["fast"].models["cpu_class"] == this_capability_class()
     assert pipelines["exact"].models["precision"] == "fp32"
-    dense = {p: pipeline.dense_map(image, vocabulary) for p, pipeline in pipelines.items()}
+    dense = {p: pipeline.dense(image, vocabulary) for p, pipeline in pipelines.items()}
     if chosen == "int8":  # SCLIP stays fp32
         assert pipelines["fast"].models["precision"] == "int8 sam2_encoder, fp32 elsewhere"
         np.testing.assert_array_equal(dense["fast"].probs, dense["exact"].probs)
@@ -187,8 +192,7 @@ def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts, mechanism):
     assert len(prompts) > 0
     masks = {}
     for precision, pipeline in pipelines.items():
-        pipeline.mask_backend.set_image(image)
-        masks[precision] = pipeline.mask_backend.predict(prompts).masks
+        masks[precision] = pipeline.decode_masks(pipeline.embed(image), prompts).masks
     ious = _mask_ious(masks["fast"], masks["exact"])
     assert ious.min() >= MIN_MASK_IOU, f"per-prompt IoU fast vs exact: {np.round(ious, 4)}"
     results = {p: pipeline.segment(image, vocabulary, options) for p, pipeline in pipelines.items()}
@@ -197,24 +201,23 @@ def test_precision_fast_keeps_every_prompt_mask(tiny_int8_artifacts, mechanism):
 
 
 def test_precision_fast_int8_needs_int8_graphs_and_onnxruntime(artifacts, tiny_int8_artifacts):
-    from clipsam.engine.artifacts import pipeline_from_artifacts
-    from clipsam.engine.pipeline import Pipeline
+    from clipsam.engine.factory import load_pipeline
 
     with pytest.raises(ClipsamError, match="export --int8"):
-        pipeline_from_artifacts(artifacts, precision="fast", fast_mechanism="int8")
+        load_pipeline(artifacts, precision="fast", fast_mechanism="int8")
     with pytest.raises(ClipsamError, match="onnxruntime"):
-        pipeline_from_artifacts(tiny_int8_artifacts, "openvino", precision="fast", fast_mechanism="int8")
+        load_pipeline(tiny_int8_artifacts, "openvino", precision="fast", fast_mechanism="int8")
     with pytest.raises(ClipsamError, match="CPU backends"):
-        Pipeline.from_artifacts(tiny_int8_artifacts, "tensorrt", precision="fast")
+        load_pipeline(tiny_int8_artifacts, "tensorrt", precision="fast")
     with pytest.raises(ClipsamError, match="unknown precision"):
-        Pipeline.from_artifacts(tiny_int8_artifacts, precision="bf16")
+        load_pipeline(tiny_int8_artifacts, precision="bf16")
 
 
 def test_exact_openvino_is_pinned_to_fp32_where_the_default_is_bf16(artifacts):
     """OpenVINO's CPU plugin defaults to bf16 inference on bf16-capable CPUs: exact mode must pin f32."""
-    from clipsam.engine.pipeline import Pipeline
+    from clipsam.engine.factory import load_pipeline
 
-    pipeline = Pipeline.from_artifacts(artifacts, "openvino")
+    pipeline = load_pipeline(artifacts, "openvino")
     assert pipeline.models["precision"] == "fp32"
-    assert pipeline.mask_backend.encoder.precision == "f32"
-    assert pipeline.dense_backend.tower.precision == "f32"
+    assert pipeline.mask_stage.encoder.precision == "f32"
+    assert pipeline.dense_stage.crops.tower.precision == "f32"

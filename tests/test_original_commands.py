@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsam.engine.datasets import coco_stuff_train_ids
+from clipsam.engine.eval.datasets import coco_stuff_train_ids
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 BASKETBALL = ["--image", "examples/basketball.jpg"]
@@ -82,7 +82,7 @@ VOC_IDS, COCO_IDS = (0, 15, 7, 255), (0, 2, 156, 11, 255)
 
 
 def _picture(height: int, width: int, seed: int) -> np.ndarray:
-    from clipsam.engine.demo_scene import demo_scene
+    from clipsam.engine.bench.demo_scene import demo_scene
 
     noise = np.random.default_rng(seed).integers(-20, 20, (height, width, 3))
     return np.clip(demo_scene(height, width).astype(int) + noise, 0, 255).astype(np.uint8)
@@ -167,7 +167,7 @@ def test_no_prompts_is_a_warning_with_an_empty_written_result(workspace: Path, c
 def test_named_inpainting_folder_is_the_model_used(workspace: Path, capsys):
     """With --random-weights, --inpaint-model DIR (a random pipeline saved without a text encoder) is the
     model used, not the stand-in; DIR without its UNet weights then fails in one line (DIR is what loads)."""
-    from clipsam.engine.edit import random_inpaint_pipeline
+    from clipsam.engine.edit.inpaint import random_inpaint_pipeline
 
     low = ["--min-confidence", "0", "--min-region-size", "0", "--max-prompts", "4"]
     code, _, err = run_cli(["segment", *CAR, *low, "--output", "seg.png", "--json", "seg.json"], capsys)

@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from clipsam.cli.model_options import BACKENDS
-from clipsam.engine.cpu_caps import FAST_MECHANISMS
+from clipsam.engine.backends import backend_names
+from clipsam.engine.precision import FAST_MECHANISMS
 from tests.cli_helpers import run_cli
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "segment-output.schema.json"
@@ -47,7 +47,7 @@ def torch_record(tmp_path_factory, tiny_clip_checkpoint: Path) -> dict:
     from PIL import Image
 
     from clipsam.cli.app import main
-    from clipsam.engine.demo_scene import demo_scene
+    from clipsam.engine.bench.demo_scene import demo_scene
 
     folder = tmp_path_factory.mktemp("schema-torch")
     image, out = folder / "street.png", folder / "result.json"
@@ -90,7 +90,7 @@ def test_given_points_output_matches_the_schema(validator, artifacts, street_ima
 
 def test_schema_names_every_backend_and_fast_mechanism(validator):
     models = validator.schema["properties"]["models"]["properties"]
-    assert tuple(models["backend"]["enum"]) == BACKENDS
+    assert sorted(models["backend"]["enum"]) == sorted(backend_names())
     assert tuple(models["fast_mechanism"]["enum"]) == ("fp32", *FAST_MECHANISMS)
 
 

@@ -15,7 +15,7 @@ import pytest
 from clipsam import __version__
 from clipsam.cli import guard
 from clipsam.engine.image_io import check_writable
-from clipsam.engine.output_files import TEMP_SUFFIX
+from clipsam.engine.outputs import TEMP_SUFFIX
 from tests.cli_helpers import run_cli
 from tests.reliability_helpers import assert_folder_holds, assert_single_line, small_png, stderr_lines
 

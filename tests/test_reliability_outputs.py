@@ -16,7 +16,7 @@ from PIL import Image
 
 from clipsam.engine import outputs
 from clipsam.engine.errors import OutputPathError
-from clipsam.engine.output_files import atomic_output, new_file_mode, output_transaction
+from clipsam.engine.outputs import atomic_output, new_file_mode, output_transaction
 from tests.cli_helpers import run_cli
 from tests.reliability_helpers import assert_folder_holds, assert_single_line, file_mode, small_png
 
@@ -132,7 +132,7 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, expected):
 def test_artifact_graphs_and_text_files_get_the_umask_mode(tmp_path, umask, expected):
     import torch
 
-    from clipsam.engine.text_bank import TextBank
+    from clipsam.engine.text.bank import TextBank
     from clipsam.export.onnx_utils import export_onnx
 
     previous = os.umask(umask)

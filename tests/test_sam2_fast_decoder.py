@@ -14,9 +14,8 @@ import numpy as np
 import onnx
 import pytest
 
+from clipsam.engine.backends.graph_stages import GraphSam2, GraphSam2Fast
 from clipsam.engine.backends.onnxruntime import OrtGraph
-from clipsam.engine.backends.ort_fast_sam2 import GraphSam2Fast
-from clipsam.engine.backends.ort_stages import GraphSam2
 from clipsam.engine.types import Prompts
 from clipsam.export.onnx_sam2_decoder import (
     OUTPUT_NAMES,
@@ -109,7 +108,7 @@ class FixedEncoder:
         return dict(self.features)
 
 
-def grid_prompts(count: int, height: int, width: int) -> Prompts:
+def box_prompts(count: int, height: int, width: int) -> Prompts:
     rng = np.random.default_rng(count)
     coords = rng.uniform([0, 0], [width, height], (count, 1, 2)).astype(np.float32)
     corners = np.sort(rng.uniform([0, 0], [width, height], (count, 2, 2)), axis=1).reshape(count, 4)
@@ -130,18 +129,20 @@ def test_runtime_masks_equal_graph_sam2(sam2_tiny, exported, tmp_path_factory, u
     if not faithful_path.exists():
         export_sam2_decoder(sam2_tiny, faithful_path)
     encoder = FixedEncoder(seed=3)
-    faithful = GraphSam2(encoder, OrtGraph(faithful_path, ["CPUExecutionProvider"]), chunk_size=8)
+    faithful = GraphSam2(
+        encoder, OrtGraph(faithful_path, ["CPUExecutionProvider"]), model_id="faithful", chunk_size=8
+    )
     fast = GraphSam2Fast(
         encoder,
         OrtGraph(folder / IMAGE_GRAPH, ["CPUExecutionProvider"]),
         OrtGraph(folder / FAST_GRAPH, ["CPUExecutionProvider"]),
+        model_id="fast",
         chunk_size=4,
     )
     image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    prompts = grid_prompts(10, 60, 80)
-    faithful.set_image(image)
-    fast.set_image(image)
-    expected, got = faithful.predict(prompts, use_boxes), fast.predict(prompts, use_boxes)
+    prompts = box_prompts(10, 60, 80)
+    expected = faithful.decode_masks(faithful.embed(image), prompts, use_boxes)
+    got = fast.decode_masks(fast.embed(image), prompts, use_boxes)
     assert got.masks.shape == expected.masks.shape == (10, 60, 80)
     intersection = (got.masks & expected.masks).sum(axis=(1, 2))
     union = (got.masks | expected.masks).sum(axis=(1, 2))
@@ -152,32 +153,34 @@ def test_runtime_masks_equal_graph_sam2(sam2_tiny, exported, tmp_path_factory, u
     np.testing.assert_array_equal(got.class_ids, expected.class_ids)
 
 
-def test_prompt_parallel_workers_give_the_sequential_result(exported, monkeypatch):
+def test_prompt_parallel_workers_give_the_sequential_result(exported):
     """GraphSam2's worker threads (single-threaded sessions, chunks dealt round-robin) vs one session, and
-    predict_rles vs predict."""
+    decode (RLEs) vs decode_masks."""
     folder, cpu = exported[0], ["CPUExecutionProvider"]
     encoder, image_graph = FixedEncoder(seed=3), OrtGraph(folder / IMAGE_GRAPH, cpu)
-    sequential = GraphSam2Fast(encoder, image_graph, OrtGraph(folder / FAST_GRAPH, cpu), chunk_size=4)
+    sequential = GraphSam2Fast(
+        encoder, image_graph, OrtGraph(folder / FAST_GRAPH, cpu), model_id="fast", chunk_size=4
+    )
     workers = [OrtGraph(folder / FAST_GRAPH, cpu, threads=1) for _ in range(3)]
-    parallel = GraphSam2Fast(encoder, image_graph, sequential.decoder, chunk_size=2, workers=workers)
+    parallel = GraphSam2Fast(
+        encoder, image_graph, sequential.decoder, model_id="fast", chunk_size=2, workers=workers
+    )
     image = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    prompts = grid_prompts(11, 60, 80)  # 6 chunks over 3 workers, the last chunk short
-    for sam in (sequential, parallel):
-        sam.set_image(image)
-    expected, got = sequential.predict(prompts), parallel.predict(prompts)
+    prompts = box_prompts(11, 60, 80)  # 6 chunks over 3 workers, the last chunk short
+    embedding = sequential.embed(image)  # one stage's embedding serves the other: same model_id
+    expected, got = sequential.decode_masks(embedding, prompts), parallel.decode_masks(embedding, prompts)
     np.testing.assert_array_equal(got.masks, expected.masks)
     np.testing.assert_allclose(got.iou, expected.iou, atol=1e-6)
     np.testing.assert_array_equal(got.class_ids, expected.class_ids)
     assert expected.masks.any(axis=(1, 2)).sum() >= 3
-    # The pipeline's path: masks straight to RLE (never dense, in batches) = the dense masks encoded.
-    monkeypatch.setattr("clipsam.engine.backends.ort_stages.RLE_BATCH", 4)
-    rles = parallel.predict_rles(prompts)
+    # The pipeline's path: masks straight to RLE (never dense, chunk by chunk) = the dense masks encoded.
+    rles = parallel.decode(embedding, prompts)
     assert [r["counts"] for r in rles.rles] == [r["counts"] for r in rle_codec.encode_batch(expected.masks)]
     np.testing.assert_array_equal(rles.scores, expected.scores)
-    assert len(parallel.predict_rles(grid_prompts(0, 60, 80))) == 0
+    assert len(parallel.decode(embedding, box_prompts(0, 60, 80))) == 0
 
 
 def test_runtime_module_is_torch_free():
-    code = "import sys; sys.modules['torch'] = None\nimport clipsam.engine.backends.ort_fast_sam2\n"
+    code = "import sys; sys.modules['torch'] = None\nimport clipsam.engine.backends.graph_stages\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -105,7 +105,7 @@ def test_unknown_or_non_sam2_name_fails():
 
 def test_importing_clipsam_does_not_import_sam2():
     code = (
-        "import sys, clipsam.export.sam2_model, clipsam.engine.backends.torch_sam2; "
+        "import sys, clipsam.export.sam2_model, clipsam.reference.sam2_predictor; "
         "sys.exit(1 if 'sam2' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

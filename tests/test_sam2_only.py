@@ -54,7 +54,7 @@ def sam2_only(tmp_path_factory: pytest.TempPathFactory, user_checkpoint: Path) -
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
-    from clipsam.engine.demo_scene import demo_scene
+    from clipsam.engine.bench.demo_scene import demo_scene
 
     image = demo_scene(*IMAGE_HW)
     path = tmp_path_factory.mktemp("scene") / "scene.png"
@@ -136,10 +136,11 @@ def test_points_and_boxes_match_sam2_predictor(sam2_only, user_checkpoint, scene
 
 
 def test_python_api_on_sam2_only_folder(sam2_only, scene):
-    from clipsam.engine.pipeline import Pipeline, vocabulary_from_words
+    from clipsam.engine.factory import load_pipeline
+    from clipsam.engine.pipeline import vocabulary_from_words
 
     image, _ = scene
-    pipeline = Pipeline.from_artifacts(sam2_only[0])
+    pipeline = load_pipeline(sam2_only[0])
     result = pipeline.segment_with_prompts(image, boxes_xyxy=np.array(BOXES[:1]))
     assert [s.class_name for s in result.segments] == ["prompt 0"] and result.segments[0].area > 0
     assert result.random_weights is False and set(result.models) & {"clip", "sam2"} == {"sam2"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsam.engine.backends.torch_sam2 import Sam2Reference
-from clipsam.engine.types import Prompts
+from clipsam.engine.types import ImageEmbedding, Prompts
+from clipsam.kernels import rle as rle_codec
+from clipsam.reference.sam2_predictor import Sam2Reference
 
 # Not square, so a swapped x / y or H / W shows up.
 HEIGHT, WIDTH = 40, 56
@@ -18,10 +19,15 @@ def image() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(sam2_tiny, image) -> Sam2Reference:
-    ref = Sam2Reference(sam2_tiny)
-    ref.set_image(image)
-    return ref
+def stage(sam2_tiny) -> Sam2Reference:
+    return Sam2Reference(sam2_tiny)
+
+
+@pytest.fixture(scope="module")
+def embedding(stage, image) -> ImageEmbedding:
+    embedding = stage.embed(image)
+    stage.embed(np.zeros((HEIGHT + 8, WIDTH, 3), np.uint8))  # another image in between: decode must not care
+    return embedding
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +65,9 @@ def _direct(predictor, prompts: Prompts, use_boxes: bool) -> tuple[np.ndarray, n
 
 
 @pytest.mark.parametrize("use_boxes", [False, True])
-def test_reference_matches_sam2_directly(reference, direct_predictor, use_boxes):
+def test_reference_matches_sam2_directly(stage, embedding, direct_predictor, use_boxes):
     prompts = _prompts()
-    cands = reference.predict(prompts, use_boxes=use_boxes)
+    cands = stage.decode_masks(embedding, prompts, use_boxes=use_boxes)
     want_masks, want_iou = _direct(direct_predictor, prompts, use_boxes)
 
     assert cands.masks.dtype == bool and cands.masks.shape == (3, HEIGHT, WIDTH)
@@ -72,28 +78,38 @@ def test_reference_matches_sam2_directly(reference, direct_predictor, use_boxes)
     assert cands.scores.dtype == np.float32
 
 
-def test_boxes_reach_sam2(reference):
+def test_boxes_reach_sam2(stage, embedding):
     prompts = _prompts()
-    without = reference.predict(prompts, use_boxes=False)
-    with_boxes = reference.predict(prompts, use_boxes=True)
+    without = stage.decode_masks(embedding, prompts, use_boxes=False)
+    with_boxes = stage.decode_masks(embedding, prompts, use_boxes=True)
     assert not np.array_equal(without.iou, with_boxes.iou)
 
 
-def test_no_prompts_gives_empty_candidates(reference):
-    cands = reference.predict(Prompts.empty())
+def test_decode_is_decode_masks_as_rles(stage, embedding):
+    prompts = _prompts()
+    dense, rles = stage.decode_masks(embedding, prompts), stage.decode(embedding, prompts)
+    decoded = rle_codec.decode(rles.rles).astype(bool)  # [H, W, B]
+    np.testing.assert_array_equal(np.moveaxis(decoded, -1, 0), dense.masks)
+    np.testing.assert_array_equal(rles.scores, dense.scores)
+    np.testing.assert_array_equal(rles.class_ids, dense.class_ids)
+
+
+def test_no_prompts_gives_empty_candidates(stage, embedding):
+    cands = stage.decode_masks(embedding, Prompts.empty())
     assert len(cands) == 0
     assert cands.masks.shape == (0, HEIGHT, WIDTH) and cands.masks.dtype == bool
     assert cands.iou.shape == cands.scores.shape == cands.class_ids.shape == (0,)
+    assert len(stage.decode(embedding, Prompts.empty()).rles) == 0
 
 
-def test_predict_before_set_image_fails(sam2_tiny):
-    with pytest.raises(RuntimeError, match="set_image"):
-        Sam2Reference(sam2_tiny).predict(_prompts())
+def test_refuses_another_stages_embedding(stage, embedding):
+    foreign = ImageEmbedding(embedding.arrays, embedding.image_hw, "sam2.1-hiera-tiny:other:fast")
+    with pytest.raises(ValueError, match="embedding of"):
+        stage.decode_masks(foreign, _prompts())
 
 
-def test_rejects_non_rgb_uint8_image(sam2_tiny):
-    ref = Sam2Reference(sam2_tiny)
+def test_rejects_non_rgb_uint8_image(stage):
     with pytest.raises(ValueError, match="uint8"):
-        ref.set_image(np.zeros((HEIGHT, WIDTH), np.uint8))
+        stage.embed(np.zeros((HEIGHT, WIDTH), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        ref.set_image(np.zeros((HEIGHT, WIDTH, 3), np.float32))
+        stage.embed(np.zeros((HEIGHT, WIDTH, 3), np.float32))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsam.engine.sam2_transforms import (
+from clipsam.engine.transforms import (
     SAM2_IMAGE_SIZE,
     antialias_taps,
     preprocess_sam2,
@@ -113,7 +113,7 @@ def test_module_does_not_import_torch() -> None:
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import clipsam.engine.sam2_transforms, clipsam.kernels.upsample\n"
+        "import clipsam.engine.transforms, clipsam.kernels.upsample\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

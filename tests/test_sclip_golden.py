@@ -7,13 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsam.engine.backends.torch_sclip import TorchSclip
-from clipsam.engine.dense_clip import PRESETS, DenseConfig, DensePredictor, crop_logits, slide_windows
+from clipsam.engine.dense_clip import (
+    PRESETS,
+    DenseConfig,
+    SclipStage,
+    class_probabilities,
+    crop_logits,
+    slide_windows,
+    window_features,
+    window_logits,
+)
 from clipsam.engine.errors import ClipsamError, InputImageError
-from clipsam.engine.text_bank import TextBank
+from clipsam.engine.text.bank import TextBank
 from clipsam.engine.transforms import normalize_clip
+from clipsam.engine.types import TextFeatures
 from clipsam.engine.vocabulary import Vocabulary
 from clipsam.export.clip_model import load_sclip
+from clipsam.reference.sclip import TorchSclip
 
 TOLERANCE = 1e-4
 GOLDEN_LINES = ["background, wall, floor", "cat", "bicycle, bike", "tree"]
@@ -54,7 +64,7 @@ def test_image_normalized(golden: dict[str, np.ndarray]) -> None:
 
 
 def test_text_features(golden: dict[str, np.ndarray], network: TorchSclip, vocabulary: Vocabulary) -> None:
-    assert _max_abs(network.encode_queries(vocabulary.queries), golden["text_features"]) <= TOLERANCE
+    assert _max_abs(network.encode(vocabulary.queries), golden["text_features"]) <= TOLERANCE
 
 
 def test_crop_dense_features(golden: dict[str, np.ndarray], network: TorchSclip) -> None:
@@ -68,37 +78,46 @@ def test_crop_dense_features(golden: dict[str, np.ndarray], network: TorchSclip)
 
 def test_crop_logits(golden: dict[str, np.ndarray], network: TorchSclip, vocabulary: Vocabulary) -> None:
     features = network.encode_crops(golden["image_normalized"][:, :, :224, :224])
-    text = network.encode_queries(vocabulary.queries)
+    text = network.encode(vocabulary.queries)
     assert _max_abs(crop_logits(features, text, (224, 224), 16), golden["crop_logits"]) <= TOLERANCE
 
 
 @pytest.fixture(scope="module")
-def predictors(network: TorchSclip, vocabulary: Vocabulary) -> dict[str, DensePredictor]:
-    return {
-        "a": network.dense_predictor(vocabulary, CONFIG_A),
-        "b": network.dense_predictor(vocabulary, CONFIG_B),
-    }
+def stage(network: TorchSclip) -> SclipStage:
+    return SclipStage(network, network)
 
 
-def test_slide_logits(golden: dict[str, np.ndarray], predictors: dict[str, DensePredictor]) -> None:
-    logits = predictors["a"].slide_logits(golden["image_normalized"][0])
+@pytest.fixture(scope="module")
+def text(stage: SclipStage, vocabulary: Vocabulary) -> TextFeatures:
+    return stage.text(vocabulary)
+
+
+def _slide_logits(network: TorchSclip, image: np.ndarray, text: TextFeatures) -> np.ndarray:
+    """Window logits of a normalised float32 [3, h, w] network-frame image (no resize)."""
+    return window_logits(window_features(network, image, CONFIG_A, image_hw=image.shape[1:]), text.features)
+
+
+def test_slide_logits(golden: dict[str, np.ndarray], network: TorchSclip, text: TextFeatures) -> None:
+    logits = _slide_logits(network, golden["image_normalized"][0], text)
     assert _max_abs(logits[None], golden["slide_logits"]) <= TOLERANCE
 
 
 @pytest.mark.parametrize("setting", ["a", "b"])
 def test_postprocess_from_golden_logits(
-    golden: dict[str, np.ndarray], predictors: dict[str, DensePredictor], setting: str
+    golden: dict[str, np.ndarray], vocabulary: Vocabulary, setting: str
 ) -> None:
-    probs, pred = predictors[setting].postprocess(golden["slide_logits"][0].copy())
+    config = {"a": CONFIG_A, "b": CONFIG_B}[setting]
+    probs, pred = class_probabilities(golden["slide_logits"][0].copy(), vocabulary, config)
     assert _max_abs(probs, golden[f"probs_{setting}"]) <= TOLERANCE
     np.testing.assert_array_equal(pred[None], golden[f"pred_{setting}"])
 
 
 @pytest.mark.parametrize("setting", ["a", "b"])
 def test_predict_end_to_end_from_uint8(
-    golden: dict[str, np.ndarray], predictors: dict[str, DensePredictor], setting: str
+    golden: dict[str, np.ndarray], stage: SclipStage, text: TextFeatures, setting: str
 ) -> None:
-    dense = predictors[setting].predict(golden["image_u8"])
+    config = {"a": CONFIG_A, "b": CONFIG_B}[setting]
+    dense = stage.dense_map(stage.features(golden["image_u8"], config), text, config)
     assert dense.class_names == ("background", "cat", "bicycle", "tree")
     assert dense.pred.dtype == np.int32 and dense.probs.dtype == np.float32
     assert _max_abs(dense.probs, golden[f"probs_{setting}"]) <= TOLERANCE
@@ -131,29 +150,46 @@ def test_slide_windows_align_the_last_window_to_the_border() -> None:
 def test_all_windows_go_through_one_encode_call(network: TorchSclip, vocabulary: Vocabulary) -> None:
     calls = []
 
-    def counting_encode(crops: np.ndarray) -> np.ndarray:
-        calls.append(crops.shape)
-        return network.encode_crops(crops)
+    class CountingEncoder:
+        patch_size, weights_id = network.patch_size, network.weights_id
 
-    text = network.encode_queries(vocabulary.queries)
-    predictor = DensePredictor(counting_encode, text, vocabulary, DenseConfig(short_side=336))
-    dense = predictor.predict(np.zeros((240, 320, 3), np.uint8))  # network frame 336×448: 2×3 windows
+        def encode_crops(self, crops: np.ndarray) -> np.ndarray:
+            calls.append(crops.shape)
+            return network.encode_crops(crops)
+
+    stage, config = SclipStage(CountingEncoder(), network), DenseConfig(short_side=336)
+    features = stage.features(np.zeros((240, 320, 3), np.uint8), config)  # network 336×448: 2×3 windows
+    dense = stage.dense_map(features, stage.text(vocabulary), config)
     assert calls == [(6, 3, 224, 224)]
     assert dense.probs.shape == (4, 240, 320) and dense.pred.shape == (240, 320)
 
 
-def test_image_smaller_than_the_crop_is_one_shrunk_window(
-    network: TorchSclip, vocabulary: Vocabulary, predictors: dict[str, DensePredictor]
-) -> None:
+def test_image_smaller_than_the_crop_is_one_shrunk_window(network: TorchSclip, text: TextFeatures) -> None:
     image = np.random.default_rng(3).standard_normal((3, 100, 150)).astype(np.float32)
-    text = network.encode_queries(vocabulary.queries)
-    expected = crop_logits(network.encode_crops(image[None]), text, (100, 150), 16)[0]  # 6×9 patch grid
-    np.testing.assert_array_equal(predictors["a"].slide_logits(image), expected)
+    expected = crop_logits(network.encode_crops(image[None]), text.features, (100, 150), 16)[0]  # 6×9 grid
+    np.testing.assert_array_equal(_slide_logits(network, image, text), expected)
 
 
-def test_image_smaller_than_a_patch_is_refused(predictors: dict[str, DensePredictor]) -> None:
+def test_image_smaller_than_a_patch_is_refused(network: TorchSclip, text: TextFeatures) -> None:
     with pytest.raises(InputImageError, match="smaller than the 16-pixel"):
-        predictors["a"].slide_logits(np.zeros((3, 10, 300), np.float32))
+        _slide_logits(network, np.zeros((3, 10, 300), np.float32), text)
+
+
+def test_features_are_reusable_across_vocabularies_but_not_across_geometry(
+    stage: SclipStage, network: TorchSclip, vocabulary: Vocabulary
+) -> None:
+    """PatchFeatures are vocabulary-free: one image's features scored against two vocabularies give what
+    two full runs give; a config with other windows is refused."""
+    image = np.random.default_rng(5).integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    config = DenseConfig(short_side=0)
+    features = stage.features(image, config)
+    other = Vocabulary.from_lines(["cat", "tree"])
+    for words in (vocabulary, other):
+        fresh = stage.dense_map(stage.features(image, config), stage.text(words), config)
+        reused = stage.dense_map(features, stage.text(words), config)
+        np.testing.assert_array_equal(reused.probs, fresh.probs)
+    with pytest.raises(ClipsamError, match="same short side, crop and stride"):
+        stage.dense_map(features, stage.text(other), DenseConfig(short_side=0, stride=100))
 
 
 @pytest.mark.parametrize(

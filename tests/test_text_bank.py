@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsam.engine.text_bank import OPENAI_IMAGENET_TEMPLATES, TextBank, default_cache_dir, text_cache_key
+from clipsam.engine.text.bank import OPENAI_IMAGENET_TEMPLATES, TextBank, default_cache_dir, text_cache_key
 
 
 class CountingEncoder:

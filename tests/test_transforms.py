@@ -103,6 +103,6 @@ def test_sclip_preprocess_resizes_before_normalising() -> None:
 def test_numpy_modules_do_not_import_torch() -> None:
     code = (
         "import sys; import clipsam.engine.transforms, clipsam.engine.dense_clip, clipsam.engine.vocabulary, "
-        "clipsam.engine.text_bank; assert 'torch' not in sys.modules, 'torch imported'"
+        "clipsam.engine.text.bank; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -21,7 +21,7 @@ from clipsam.engine.backends.tensorrt import (
     choose_profile,
 )
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, TEXT_GRAPH, read_manifest
 from clipsam.export.onnx_utils import export_onnx
 from clipsam.export.trt_build import build_engines, fp32_scopes, keeps_fp32, profile_shapes
 from clipsam.export.trt_readiness import TRT_PROFILES, check_artifacts, check_graph
@@ -31,13 +31,17 @@ def test_exported_graphs_are_tensorrt_ready(tiny_int8_artifacts):
     """Every graph of an `--int8` export but the int8 copies (onnxruntime-CPU quantisation ops)."""
     report = check_artifacts(tiny_int8_artifacts)
     print(report.text())
-    assert [graph.name for graph in report.graphs] == [*GRAPHS, *FAST_DECODER_GRAPHS]
+    sclip_tower, *sam2_graphs = GRAPHS
+    expected = [sclip_tower, TEXT_GRAPH, *sam2_graphs, *FAST_DECODER_GRAPHS]  # manifest order
+    assert [graph.name for graph in report.graphs] == expected
     assert report.ready, report.text()
     text = report.text()
     assert (
         "num_prompts=[1, 64, 512]" in text
         and "num_points=[1, 3, 8]" in text
         and "num_crops=[1, 8, 48]" in text
+        and "num_texts=[1, 80, 256]" in text
+        and "text_length=[2, 16, 77]" in text
     )
 
 

@@ -6,22 +6,28 @@ choice is reported (`providers`), never silent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import onnxruntime as ort
 
 from clipsam.engine.backends.base import GraphSpecs, TensorSpec
 from clipsam.engine.errors import ClipsamError
+from clipsam.engine.manifest import Manifest
 
+MAX_DECODER_WORKERS = 8
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-_ORT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
+_ORT_DTYPES = MappingProxyType(
+    {
+        "tensor(float)": "float32",
+        "tensor(float16)": "float16",
+        "tensor(int32)": "int32",
+        "tensor(int64)": "int64",
+        "tensor(bool)": "bool",
+    }
+)
 
 
 def choose_providers(requested: str = "auto") -> list[str]:
@@ -64,3 +70,21 @@ class OrtGraph(GraphSpecs):
 def _spec(node) -> TensorSpec:
     shape = tuple(dim if isinstance(dim, int) else str(dim) for dim in node.shape)
     return TensorSpec(node.name, shape, _ORT_DTYPES.get(node.type, node.type))
+
+
+def load_graphs(manifest: Manifest, names: tuple[str, ...], providers: str = "auto") -> dict[str, OrtGraph]:
+    """{graph name: OrtGraph} for the manifest's `names`, on the chosen execution providers."""
+    chosen = choose_providers(providers)
+    return {name: OrtGraph(manifest.graph_path(name), chosen) for name in names}
+
+
+def decoder_workers(decoder: OrtGraph) -> list[OrtGraph]:
+    """For a decoder on onnxruntime's CPU provider: one single-threaded session of its graph per core (at
+    most MAX_DECODER_WORKERS), for GraphSam2's prompt parallelism; none on one core or on GPU providers
+    (they take big chunks)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if decoder.providers != ["CPUExecutionProvider"] or cores < 2:
+        return []
+    return [
+        OrtGraph(decoder.path, decoder.providers, threads=1) for _ in range(min(cores, MAX_DECODER_WORKERS))
+    ]

@@ -11,16 +11,19 @@ Its speed and agreement against onnxruntime: benchmarks/bench_precision.py, figu
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
 from clipsam.engine.backends.base import GraphSpecs, TensorSpec
 from clipsam.engine.errors import ClipsamError
+from clipsam.engine.manifest import Manifest
 
 PRECISIONS = ("fp32", "bf16")
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-_CAPABILITY = {"bf16": "BF16"}
+_OV_PRECISION = MappingProxyType({"fp32": "f32", "bf16": "bf16"})
+_CAPABILITY = MappingProxyType({"bf16": "BF16"})
 
 
 def _core():
@@ -64,7 +67,8 @@ class OvGraph(GraphSpecs):
         self.path = Path(path)
         self.requested_precision = precision
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self._request = self.compiled.create_infer_request()
+        # An infer request serves one call at a time: idle ones wait here, a concurrent call makes its own.
+        self._idle_requests: queue.SimpleQueue = queue.SimpleQueue()
         self._inputs = tuple(_spec(port) for port in self.compiled.inputs)
         self._outputs = tuple(_spec(port) for port in self.compiled.outputs)
 
@@ -80,11 +84,24 @@ class OvGraph(GraphSpecs):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Named numpy inputs → every output by name (fresh arrays, not views of the request's buffers)."""
-        results = self._request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
-        return {
-            spec.name: np.array(results[port])
-            for spec, port in zip(self._outputs, self.compiled.outputs, strict=True)
-        }
+        try:
+            request = self._idle_requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            results = request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
+            return {
+                spec.name: np.array(results[port])
+                for spec, port in zip(self._outputs, self.compiled.outputs, strict=True)
+            }
+        finally:
+            self._idle_requests.put(request)
+
+
+def load_graphs(manifest: Manifest, names: tuple[str, ...], providers: str = "auto") -> dict[str, OvGraph]:
+    """{graph name: OvGraph} at fp32, pinned: OpenVINO's own default on bf16-capable CPUs is bf16, which
+    would break exact parity (bf16 is the fast mode's choice, engine/precision.py)."""
+    return {name: OvGraph(manifest.graph_path(name), "fp32") for name in names}
 
 
 def _spec(port) -> TensorSpec:

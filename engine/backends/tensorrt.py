@@ -12,6 +12,7 @@ portable across either).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,9 +166,15 @@ class TrtGraph(GraphSpecs):
         self._contexts: dict[int, object] = {}
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._inputs, self._outputs = _io_specs(trt, self.engine, manifest_entry)
+        # One stream, contexts and device buffers per graph: one call at a time (concurrent callers wait).
+        self._lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy feeds to the device, run the engine on the profile that fits, copy every output back."""
+        with self._lock:
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         hosts = {spec.name: np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype) for spec in self._inputs}
         context = self._context(choose_profile(self._profiles, {n: a.shape for n, a in hosts.items()}))
         for name, array in hosts.items():
@@ -237,7 +244,7 @@ def _io_specs(trt, engine, entry: dict) -> tuple[tuple[TensorSpec, ...], tuple[T
     return tuple(inputs), tuple(outputs)
 
 
-def tensorrt_graphs(manifest: Manifest, graphs: tuple[str, ...]) -> dict[str, TrtGraph]:
+def load_graphs(manifest: Manifest, graphs: tuple[str, ...], providers: str = "auto") -> dict[str, TrtGraph]:
     """Load the engines of `graphs` recorded in the manifest (each checked against this TensorRT and GPU)."""
     loaded = {}
     for name in graphs:

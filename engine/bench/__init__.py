@@ -1,0 +1,1 @@
+"""Latency measurement of pipelines, its JSON record and regression gate, and plots (`clipsam bench`)."""

@@ -1,0 +1,1 @@
+"""Edits of segmented regions: remove / replace with Stable Diffusion inpainting (diffusers, lazily)."""

@@ -1,0 +1,1 @@
+"""Benchmark datasets, their published evaluation protocol, and the eval modes (`clipsam eval`)."""

@@ -1,0 +1,52 @@
+"""Helpers of the service tests: a free local port, raw HTTP requests, and a small-resource ServeConfig."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import replace
+
+from clipsam.serve.config import ServeConfig, StageResources
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def small_config(artifacts, **changes) -> ServeConfig:
+    """Quarter-CPU replicas (they fit a 2-core machine), a short batch wait, a free port on 127.0.0.1."""
+    stage = StageResources(num_cpus=0.25)
+    config = ServeConfig(
+        str(artifacts),
+        port=free_port(),
+        sclip=stage,
+        encoder=stage,
+        decoder=replace(stage, max_ongoing_requests=16),
+        ingress=StageResources(num_cpus=0.1, max_ongoing_requests=64),
+        cache_bytes=256 << 20,
+        request_timeout_s=120.0,
+    )
+    return replace(config, **changes)
+
+
+def http(method: str, url: str, body: bytes | None = None, content_type: str | None = None, timeout=120):
+    """(status, headers, body) of one request; HTTP errors are answers too."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def post_json(url: str, record: dict, timeout=120):
+    return http("POST", url, json.dumps(record).encode(), "application/json", timeout)
+
+
+def without_timings(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key != "timings_ms"}

@@ -34,7 +34,7 @@ WORDS = ["sky", "car", "road", "tree", "grass"]
 # `clipsam bench` do), at most 32 prompts, so the decoder has work.
 FIELDS = {"min_confidence": 0.0, "max_prompts": 32}
 OPTIONS = SegmentOptions(**FIELDS)
-OTHER_WORDS = ["building", "person", "road"]
+OTHER_WORDS = ["building", "wall", "road"]  # in every export's text features, so older folders work too
 
 
 def _scenes(count: int, size: tuple[int, int], first_seed: int) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
 
 __all__ = ["DEFAULT_SAM", "ModelChoice", "get_model"]
 
+
 def check_backend(backend: str, artifacts: Path | None = None) -> None:
     """A registered backend, given --artifacts exactly when it runs exported artifacts."""
     info = backend_info(backend)

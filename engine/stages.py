@@ -6,7 +6,7 @@ frozen dataclasses (engine/types.py), so one stage object serves several threads
 - model level, what a runtime provides: `CropEncoder` (SCLIP's image tower on a batch of windows) and
   `TextEncoder` (CLIP's text features of query words);
 - stage level, what the Pipeline calls: `DenseStage` (engine/dense_clip.py `SclipStage` builds it from the two
-  encoders for every runtime) and `MaskStage` (SAM2: the exported graphs in engine/backends/graph_sam2.py,
+  encoders for every runtime) and `MaskStage` (SAM2: the exported graphs in engine/backends/graph_stages.py,
   the torch reference in clipsam.reference).
 """
 

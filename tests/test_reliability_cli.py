@@ -180,7 +180,7 @@ def test_signals_become_one_line_and_their_exit_code(tmp_path, capsys, monkeypat
     the line and code are right, and the old handler comes back. The handler is called directly: delivering a
     real signal to the pytest process crashed it once OpenVINO's CPU plugin had been loaded by an earlier test
     (exit 139, not reproduced outside pytest); real delivery is tested in a fresh process above."""
-    from clipsam.engine import output_files
+    from clipsam.engine import outputs as output_files
 
     def stopped(stream):
         stream.write(b"partial")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,21 @@ def test_failures_map_to_statuses_with_one_line_messages():
         assert (headers or {}).get("Retry-After") == ("1" if status == 503 else None)
     assert error_answer(wrapped.as_instanceof_cause(), 1)[2] == str(in_replica)
     assert error_answer(TimeoutError(), 2.5)[2] == "the request took more than 2.5 s"
+
+
+def test_serve_command_errors_and_config_file(artifacts, tmp_path, capsys):
+    from tests.cli_helpers import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(["serve"], capsys)
+    assert_one_line_error(code, err, "give --artifacts DIR")
+    code, _, err = run_cli(["serve", "--artifacts", tmp_path / "missing"], capsys)
+    assert_one_line_error(code, err, "does not exist")
+    out = tmp_path / "serve.yaml"
+    code, stdout, err = run_cli(
+        ["serve", "--artifacts", artifacts, "--replicas", "3", "--config", out], capsys
+    )
+    assert code == 0, err
+    record = yaml.safe_load(out.read_text())
+    args = record["applications"][0]["args"]
+    assert args["artifacts"] == str(Path(artifacts).resolve()) and args["decoder"]["num_replicas"] == 3
+    assert record["http_options"] == {"host": "127.0.0.1", "port": 8000} and "serve deploy" in stdout

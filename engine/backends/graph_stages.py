@@ -123,12 +123,7 @@ class GraphSam2:
             rles[rows] = upsample_to_rle(low_res, height, width)
 
         iou = self._decode_chunks(embedding, prompts, use_boxes, keep)
-        return RleCandidates(
-            rles=rles,
-            iou=iou,
-            class_ids=prompts.class_ids.astype(np.int32),
-            scores=(prompts.scores * iou).astype(np.float32),
-        )
+        return RleCandidates(rles=rles, **_scored(prompts, iou))
 
     def decode_masks(
         self, embedding: ImageEmbedding, prompts: Prompts, use_boxes: bool = False
@@ -144,12 +139,7 @@ class GraphSam2:
             masks[rows] = upsample_masks(low_res, height, width)
 
         iou = self._decode_chunks(embedding, prompts, use_boxes, keep)
-        return MaskCandidates(
-            masks=masks,
-            iou=iou,
-            class_ids=prompts.class_ids.astype(np.int32),
-            scores=(prompts.scores * iou).astype(np.float32),
-        )
+        return MaskCandidates(masks=masks, **_scored(prompts, iou))
 
     def _image_arrays(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The decoder's image inputs from the encoder's three feature maps (the faithful decoder: as is)."""
@@ -212,6 +202,15 @@ class GraphSam2Fast(GraphSam2):
 
     def _image_arrays(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.image_graph.run(features)
+
+
+def _scored(prompts: Prompts, iou: np.ndarray) -> dict[str, np.ndarray]:
+    """The candidates' iou, class ids (the prompts') and merge scores (prompt score × predicted IoU)."""
+    return {
+        "iou": iou,
+        "class_ids": prompts.class_ids.astype(np.int32),
+        "scores": (prompts.scores * iou).astype(np.float32),
+    }
 
 
 def prompt_feeds(prompts: Prompts, use_boxes: bool, image_hw: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -71,6 +71,21 @@ def test_new_words_equal_torch_encode_queries(artifacts, tmp_path, tiny_model):
     read_manifest(artifacts)  # nothing was written into the verified artifact folder
 
 
+def test_the_text_graph_loads_only_for_a_word_no_cache_holds(artifacts, tmp_path):
+    manifest, loads = read_manifest(artifacts), []
+
+    def load(name: str) -> OrtGraph:
+        loads.append(name)
+        return OrtGraph(manifest.graph_path(name), ["CPUExecutionProvider"])
+
+    encoder = text_encoder_from_manifest(manifest, load, cache=TextBank(tmp_path))
+    assert encoder.encode(["sky", "car"]).shape == (2, 64)  # exported with the artifacts
+    assert loads == []
+    encoder.encode(["zebra"])
+    encoder.encode(["okapi"])
+    assert loads == ["text_encoder"]
+
+
 def test_golden_sclip_text_features(artifacts, tmp_path, golden_dir):
     """The graph path alone (no bank) reproduces the SCLIP authors' text features of the golden set."""
     with np.load(golden_dir / "sclip_golden_outputs.npz") as arrays:

@@ -55,6 +55,42 @@ class FeatureLru:
                 self._rows.popitem(last=False)
 
 
+class LazyGraph:
+    """A Backend that loads its graph on first use (thread-safe): the ~250 MB ViT-B/16 text tower costs a
+    pipeline nothing while every word it is asked for is cached. Other attributes reach the loaded graph."""
+
+    def __init__(self, load: Callable[[], Backend]):
+        self._load = load
+        self._graph: Backend | None = None
+        self._lock = threading.Lock()
+
+    def loaded(self) -> Backend:
+        with self._lock:
+            if self._graph is None:
+                self._graph = self._load()
+            return self._graph
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._graph is not None
+
+    @property
+    def input_specs(self):
+        return self.loaded().input_specs
+
+    @property
+    def output_specs(self):
+        return self.loaded().output_specs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.loaded().run(feeds)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # not yet set (copying, unpickling): never load for those
+            raise AttributeError(name)
+        return getattr(self.loaded(), name)
+
+
 class GraphTextEncoder:
     """SCLIP text features from the text graph (any Backend), behind the LRU and the feature caches.
 
@@ -83,7 +119,10 @@ class GraphTextEncoder:
         for bank in (self.cache, exported):
             assert bank is None or bank.templates == self.templates, "a bank keyed by other templates"
         self.lru = FeatureLru(lru_entries)
-        self.embed_dim = int(graph.output_specs[0].shape[-1])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.graph.output_specs[0].shape[-1])
 
     def encode(self, queries: Sequence[str]) -> np.ndarray:
         """float32 [Q, D] L2-normalised features of `queries` (cached layers first, see the module doc)."""
@@ -138,7 +177,7 @@ def text_encoder_from_manifest(
         manifest.directory / entry["vocabulary_file"]["file"], int(entry["context_length"])
     )
     return GraphTextEncoder(
-        load_graph(TEXT_GRAPH),
+        LazyGraph(lambda: load_graph(TEXT_GRAPH)),
         tokenizer,
         templates,
         manifest.clip_weights_id,

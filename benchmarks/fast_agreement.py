@@ -1,6 +1,7 @@
 """Agreement of `--precision fast` with exact fp32 on full-size artifacts, per mechanism, plus stage times.
 
-    python benchmarks/fast_agreement.py ARTIFACTS [--mechanism auto|bf16|int8] [--size 480x640] [--rounds 3]
+    python benchmarks/fast_agreement.py ARTIFACTS [--mechanism auto|int8-static|bf16|int8] [--size 480x640]
+        [--rounds 3]
 
 For the demo street scene and vocabulary: dense-map argmax agreement (share of pixels with the same class),
 whether the dense map's prompts are the same, per-prompt mask IoU (best-of-3 mask at image size) on the

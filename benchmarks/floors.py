@@ -2,8 +2,9 @@
 in the same run (SCLIP ViT-B/16 + SAM2.1 tiny, random weights, 480×640).
 
 `floor(case, precision)` is issue 17's target for this machine's class times CLIPSAM_FLOOR_FRACTION
-(default 1; the CI gate in .ci/run uses 2/3 as its noise margin). On classes without native bf16 the fast
-mode (int8 SAM2 encoder) has the exact mode's targets: there it must never be slower than exact.
+(default 1; the CI gate in .ci/run uses 2/3 as its noise margin). Issue 17 sets the fast column for
+bf16-capable classes; on the others (vnni: static int8 encoders; avx2 / baseline: the int8 SAM2 encoder) the
+fast mode has the exact mode's targets: there it must never be slower than exact.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ OUT_OF_REACH = {"sclip": 1.0, "sam2_encoder": 1.0}
 def target(case: str, precision: str, capability: str) -> float:
     """Issue 17's ratio for `case` at `precision` ("exact" / "fast") on a CPU of class `capability`.
 
-    Without native bf16 the fast mode keeps SCLIP in fp32 and only int8-quantises the SAM2 encoder, so its
-    targets are the exact ones (it must never be slower than exact)."""
+    The fast column applies to the bf16 classes; elsewhere the fast mode's targets are the exact ones (it
+    must never be slower than exact)."""
     if precision == "fast" and capability in BF16_CLASSES:
         return TARGETS[case][1]
     return OUT_OF_REACH.get(case, TARGETS[case][0])

@@ -36,7 +36,7 @@ def bench(
         typer.Option(
             "--backend",
             help=f"{', '.join(pipeline_names())}; a variant: -faithful keeps sam2's decoder structure, -fast "
-            "is --precision fast, -int8 / -bf16 force one fast mechanism "
+            "is --precision fast, -int8-static / -int8 / -bf16 force one fast mechanism "
             "[default: onnxruntime with --artifacts, else torch]",
         ),
     ] = "auto",

@@ -169,8 +169,8 @@ PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="exact (fp32) or fast: bf16 encoders (OpenVINO) on CPUs with native bf16, else the int8 SAM2 "
-        "encoder of `clipsam export --int8`; the JSON says which.",
+        help="exact (fp32) or fast: the int8 encoders of `clipsam export --int8` (OpenVINO) on CPUs with "
+        "VNNI, bf16 encoders on bf16 CPUs, else the int8 SAM2 encoder; the JSON says which.",
         rich_help_panel=RUNTIME,
     ),
 ]

@@ -36,15 +36,17 @@ def pipeline_from_artifacts(
 
     decoder: "fast" (the rewritten decoder, same function), "faithful" (sam2's structure), or "auto" (fast
     when the artifacts have it). precision: "exact" (fp32 everywhere) or "fast": reduced precision chosen
-    from the CPU's flags (engine/precision.py: bf16 encoders on OpenVINO where the CPU has native bf16, else
-    the int8 SAM2 encoder copy of `clipsam export --int8`); fast_mechanism "bf16" / "int8" forces one.
+    from the CPU's flags and the folder's graphs (engine/precision.py: the static int8 encoder copies on
+    OpenVINO where the CPU has VNNI, bf16 encoders where it has native bf16, else the dynamic int8 SAM2
+    encoder); fast_mechanism "int8-static" / "bf16" / "int8" forces one.
     """
     if decoder not in DECODERS:
         raise ClipsamError(f"unknown decoder '{decoder}'; choose one of: {', '.join(DECODERS)}")
-    plan = plan_precision(precision, info.name, fast_mechanism)
     manifest = read_manifest(directory)
+    plan = plan_precision(precision, info.name, fast_mechanism, graphs=manifest.graph_names)
     roles = _graph_roles(manifest, info.name, decoder, plan)
-    loaded = _load_graphs(manifest, runtime, providers, tuple(roles.values()), plan.bf16_graphs)
+    on_openvino = {roles[role]: inner for role, inner in plan.openvino.items() if role in roles}
+    loaded = _load_graphs(manifest, runtime, providers, tuple(roles.values()), on_openvino)
     graphs = {role: loaded[name] for role, name in roles.items()}
     return Pipeline(
         _dense_stage(manifest, graphs),
@@ -96,25 +98,30 @@ def _graph_roles(manifest: Manifest, backend: str, decoder: str, plan: Precision
     if manifest.has_model("sam2"):
         names += ("sam2_encoder", *(FAST_DECODER_GRAPHS if use_fast else ("sam2_decoder",)))
     roles = {name: name for name in names}
-    if plan.int8_graphs:
-        if not manifest.has_graphs(tuple(plan.int8_graphs.values())):
-            raise ClipsamError(
-                f"'{manifest.directory}' has no int8 graphs for --precision fast on this CPU "
-                f"({plan.capability}): re-export with `clipsam export --int8`"
-            )
-        roles.update({role: name for role, name in plan.int8_graphs.items() if role in roles})
+    copies = {role: name for role, name in plan.copies.items() if role in roles}
+    if not manifest.has_graphs(tuple(copies.values())):
+        raise ClipsamError(
+            f"'{manifest.directory}' has no {plan.mechanism} graphs for --precision fast on this CPU "
+            f"({plan.capability}): re-export with `clipsam export --int8`"
+        )
+    roles.update(copies)
     return roles
 
 
 def _load_graphs(
-    manifest: Manifest, runtime: ModuleType, providers: str, names: tuple[str, ...], bf16: tuple[str, ...]
+    manifest: Manifest, runtime: ModuleType, providers: str, names: tuple[str, ...], on_openvino: dict
 ) -> dict:
-    """{graph name: Backend} for `names`; those in `bf16` run on OpenVINO at bf16, the rest on `runtime`."""
+    """{graph name: Backend} for `names`; those in `on_openvino` ({name: precision}) run on OpenVINO at that
+    inference precision, the rest on `runtime`."""
     graphs = {}
-    if bf16:
+    if on_openvino:
         from clipsam.engine.backends.openvino import OvGraph
 
-        graphs = {name: OvGraph(manifest.graph_path(name), "bf16") for name in names if name in bf16}
+        graphs = {
+            name: OvGraph(manifest.graph_path(name), on_openvino[name])
+            for name in names
+            if name in on_openvino
+        }
     rest = tuple(name for name in names if name not in graphs)
     return {**graphs, **(runtime.load_graphs(manifest, rest, providers) if rest else {})}
 

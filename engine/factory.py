@@ -43,7 +43,7 @@ def load_pipeline(
     precision: "exact" (fp32) or "fast" (reduced precision chosen from the CPU: engine/precision.py).
     providers: onnxruntime execution providers ("auto" or a comma-separated list).
     decoder: "auto" / "fast" / "faithful" (SAM2 decoder form of the exported graphs).
-    fast_mechanism: "auto", or "bf16" / "int8" to force one (bench compares them).
+    fast_mechanism: "auto", or "int8-static" / "bf16" / "int8" to force one (bench compares them).
     text_bank: the torch reference's text-feature cache (None: the default cache folder).
     stages: which of "dense" (SCLIP) and "masks" (SAM2) to load (torch reference; eval's dense mode).
     """

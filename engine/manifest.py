@@ -31,10 +31,21 @@ FAST_DECODER_GRAPHS = ("sam2_decoder_image", "sam2_fast_decoder")  # optional: t
 # optional: the int8 copy of the SAM2 encoder, the fast precision on onnxruntime's CPU (export/quantize.py);
 # the SCLIP tower and the decoder have none (why: benchmarks/README.md).
 INT8_GRAPHS = MappingProxyType({"sam2_encoder": "sam2_encoder_int8"})
+# optional: static int8 (QDQ) copies of both encoders, the fast precision on CPUs with VNNI, run on OpenVINO
+# (export/quantize_static.py).
+STATIC_INT8_GRAPHS = MappingProxyType(
+    {"sclip_tower": "sclip_tower_int8_static", "sam2_encoder": "sam2_encoder_int8_static"}
+)
 # optional (exports before issue 16 lack it): CLIP's text tower, token ids -> text features, for words not in
 # the exported text bank; its entry names the BPE vocabulary file it reads ("vocabulary_file").
 TEXT_GRAPH = "text_encoder"
-KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_GRAPHS.values(), TEXT_GRAPH)
+KNOWN_GRAPHS = (
+    *GRAPHS,
+    *FAST_DECODER_GRAPHS,
+    *INT8_GRAPHS.values(),
+    *STATIC_INT8_GRAPHS.values(),
+    TEXT_GRAPH,
+)
 PRECISIONS = ("exact", "fast")
 
 

@@ -55,7 +55,7 @@ class ExportRequest:
     sam_random: bool = False
     seed: int = 0
     queries: tuple[str, ...] = ()
-    int8: bool = False  # also write the int8 SAM2 encoder (the fast precision, export/quantize.py)
+    int8: bool = False  # also write the int8 encoder copies (the fast precision: export/quantize*.py)
     models: tuple[str, ...] = EXPORTABLE
 
 
@@ -94,10 +94,13 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
         "versions": _versions(),
     }
     write_manifest(out, record)
-    if request.int8 and "sam2" in request.models:
+    if request.int8:
         from clipsam.export.quantize import add_int8_graphs
+        from clipsam.export.quantize_static import add_static_int8_graphs
 
-        record["graphs"].update(add_int8_graphs(out, log))
+        if "sam2" in request.models:
+            record["graphs"].update(add_int8_graphs(out, log))
+        record["graphs"].update(add_static_int8_graphs(out, log))
     return record
 
 

@@ -4,8 +4,9 @@ Dynamic quantisation stores the weights of MatMul / Gemm nodes as int8 and quant
 call (DynamicQuantizeLinear → MatMulInteger); every other op stays fp32. Convolutions are left alone on
 purpose: ConvInteger has no fast CPU kernel in onnxruntime and is slower than the fp32 convolution.
 Weights are stored unsigned (U8U8), which avoids the 16-bit saturation of U8S8 on CPUs without VNNI.
-`--precision fast` quantises only the SAM2 encoder (manifest.INT8_GRAPHS); the measurements behind that
-choice (speed and agreement of each graph in int8) are in benchmarks/README.md.
+The fast mode uses this dynamic copy of the SAM2 encoder (manifest.INT8_GRAPHS) on CPUs without VNNI;
+CPUs with VNNI run the calibrated static copies of export/quantize_static.py. The measurements behind both
+choices are in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +42,26 @@ def quantize_graph(
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(suffix=".onnx", dir=target.parent, prefix=f".{target.stem}.")
-    os.close(handle)
-    try:
-        with _quiet_root_logger():  # onnxruntime logs a pre-processing advice on the root logger
+
+    def write(temp_name: str) -> None:
+        with quiet_logger():  # onnxruntime logs a pre-processing advice on the root logger
             quantize_dynamic(
                 Path(source),
                 Path(temp_name),
                 op_types_to_quantize=list(op_types),
                 weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             )
+
+    return write_atomically(target, write)
+
+
+def write_atomically(target: Path, write: Callable[[str], None]) -> Path:
+    """Call write(temp path) for a hidden temp file beside `target`, then move it onto `target`: an
+    interrupted write leaves no partial graph. Returns `target`."""
+    handle, temp_name = tempfile.mkstemp(suffix=".onnx", dir=target.parent, prefix=f".{target.stem}.")
+    os.close(handle)
+    try:
+        write(temp_name)
         os.chmod(temp_name, new_file_mode())  # mkstemp makes 0600; the umask decides, as for any file
         os.replace(temp_name, target)
     finally:
@@ -59,14 +70,15 @@ def quantize_graph(
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Raise logger `name` (default: the root logger) to ERROR for the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(level)
 
 
 def graph_parity(

@@ -7,7 +7,7 @@ import pytest
 
 from clipsam.engine import precision as fast_mode
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import INT8_GRAPHS
+from clipsam.engine.manifest import INT8_GRAPHS, STATIC_INT8_GRAPHS
 from clipsam.engine.precision import (
     BF16_GRAPHS,
     CAPABILITY_CLASSES,
@@ -53,11 +53,18 @@ def test_avx_vnni_without_avx512_is_the_vnni_class():
 
 
 @pytest.mark.parametrize(
-    "capability, mechanism",
-    [("amx", "bf16"), ("avx512-bf16", "bf16"), ("vnni", "int8"), ("avx2", "int8"), ("baseline", "int8")],
+    "capability, mechanism, without_static",
+    [
+        ("amx", "int8-static", "bf16"),
+        ("avx512-bf16", "int8-static", "bf16"),
+        ("vnni", "int8-static", "int8"),
+        ("avx2", "int8", "int8"),
+        ("baseline", "int8", "int8"),
+    ],
 )
-def test_fast_mechanism_per_class(capability, mechanism):
+def test_fast_mechanism_per_class(capability, mechanism, without_static):
     assert fast_mechanism(capability) == mechanism
+    assert fast_mechanism(capability, has_static_int8=False) == without_static
     assert fast_mechanism(capability, openvino_available=False) == "int8"
 
 
@@ -74,16 +81,35 @@ def test_this_machine_has_a_class():
 def test_plan_per_class_on_onnxruntime(capability, monkeypatch):
     monkeypatch.setattr(fast_mode, "openvino_available", lambda: True)
     exact = plan_precision("exact", "onnxruntime", capability=capability)
-    assert (exact.mechanism, exact.bf16_graphs, exact.int8_graphs) == ("fp32", (), {})
+    assert (exact.mechanism, dict(exact.copies), dict(exact.openvino)) == ("fp32", {}, {})
     assert exact.record() == {"precision": "fp32", "fast_mechanism": "fp32", "cpu_class": capability}
     plan = plan_precision("fast", "onnxruntime", capability=capability)
-    if capability in ("amx", "avx512-bf16"):
-        assert (plan.mechanism, plan.bf16_graphs, plan.int8_graphs) == ("bf16", BF16_GRAPHS, {})
-        assert plan.description == "bf16 sclip_tower + sam2_encoder, fp32 elsewhere"
+    inner = "bf16" if capability in ("amx", "avx512-bf16") else "fp32"
+    if capability in ("amx", "avx512-bf16", "vnni"):
+        assert (plan.mechanism, dict(plan.copies)) == ("int8-static", dict(STATIC_INT8_GRAPHS))
+        assert dict(plan.openvino) == {"sclip_tower": inner, "sam2_encoder": inner}
+        assert plan.description == (
+            "int8 (static) sclip_tower + sam2_encoder on OpenVINO, "
+            f"their float layers {inner}; fp32 elsewhere"
+        )
     else:
-        assert (plan.mechanism, plan.bf16_graphs, plan.int8_graphs) == ("int8", (), INT8_GRAPHS)
+        assert (plan.mechanism, dict(plan.copies), dict(plan.openvino)) == ("int8", dict(INT8_GRAPHS), {})
         assert plan.description == "int8 sam2_encoder, fp32 elsewhere"
     assert plan.record()["fast_mechanism"] == plan.mechanism and plan.record()["cpu_class"] == capability
+    # a one-model folder with its static copy
+    sam2_only = ("sam2_encoder", "sam2_decoder", "sam2_encoder_int8", "sam2_encoder_int8_static")
+    expected = "int8-static" if capability in ("amx", "avx512-bf16", "vnni") else "int8"
+    assert (
+        plan_precision("fast", "onnxruntime", capability=capability, graphs=sam2_only).mechanism == expected
+    )
+    # a folder without the static copies: bf16 on OpenVINO where the CPU has it, else the dynamic copy
+    older = plan_precision("fast", "onnxruntime", capability=capability, graphs=("sam2_encoder_int8",))
+    if capability in ("amx", "avx512-bf16"):
+        assert (older.mechanism, dict(older.copies)) == ("bf16", {})
+        assert dict(older.openvino) == dict.fromkeys(BF16_GRAPHS, "bf16")
+        assert older.description == "bf16 sclip_tower + sam2_encoder, fp32 elsewhere"
+    else:
+        assert older.mechanism == "int8"
 
 
 def test_bf16_class_without_openvino_falls_back_to_int8_visibly(monkeypatch):
@@ -94,10 +120,11 @@ def test_bf16_class_without_openvino_falls_back_to_int8_visibly(monkeypatch):
         plan_precision("fast", "onnxruntime", mechanism="bf16", capability="amx")
 
 
-def test_openvino_fast_needs_a_bf16_class(monkeypatch):
+def test_openvino_fast_needs_a_vnni_or_bf16_class(monkeypatch):
     monkeypatch.setattr(fast_mode, "openvino_available", lambda: True)
-    assert plan_precision("fast", "openvino", capability="avx512-bf16").mechanism == "bf16"
-    with pytest.raises(ClipsamError, match=r"avx2: no native bf16.*--backend onnxruntime"):
+    assert plan_precision("fast", "openvino", capability="avx512-bf16").mechanism == "int8-static"
+    assert plan_precision("fast", "openvino", capability="avx512-bf16", graphs=()).mechanism == "bf16"
+    with pytest.raises(ClipsamError, match=r"avx2: no VNNI, no native bf16.*--backend onnxruntime"):
         plan_precision("fast", "openvino", capability="avx2")
     with pytest.raises(ClipsamError, match="unknown fast mechanism"):
         plan_precision("fast", "onnxruntime", mechanism="fp8", capability="avx2")

@@ -63,7 +63,6 @@ def test_export_says_which_model_lacks_weights(tmp_path, capsys):
         (["--only", "sclip"], "--random-weights"),
         (["--only", "sam2", "--clip-checkpoint", tmp_path / "c.pt"], "--clip-checkpoint is for SCLIP"),
         (["--only", "sclip", "--checkpoint", tmp_path / "s.pt"], "--checkpoint is for SAM2"),
-        (["--only", "sclip", "--int8"], "--int8 is for SAM2"),
         (["--only", "sam2", "--vocabulary", "cat"], "--vocabulary is for SCLIP"),
         (["--only", "sclip", "--model", SAM], "--only sclip leaves out sam2"),
         (["--only", "clip"], "unknown --only 'clip'"),

@@ -38,7 +38,7 @@ BUILTIN_BACKENDS = (
         "exported ONNX graphs on onnxruntime (TensorRT > CUDA > CPU providers)",
         precisions=("exact", "fast"),
         takes_providers=True,
-        variants=("faithful", "fast", "int8", "bf16"),
+        variants=("faithful", "fast", "int8-static", "int8", "bf16"),
     ),
     BackendInfo(
         "openvino",
@@ -63,6 +63,7 @@ VARIANTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         "faithful": MappingProxyType({"decoder": "faithful"}),
         "fast": MappingProxyType({"precision": "fast"}),
+        "int8-static": MappingProxyType({"precision": "fast", "fast_mechanism": "int8-static"}),
         "int8": MappingProxyType({"precision": "fast", "fast_mechanism": "int8"}),
         "bf16": MappingProxyType({"precision": "fast", "fast_mechanism": "bf16"}),
     }
@@ -101,7 +102,7 @@ def resolve_pipeline_name(name: str) -> tuple[BackendInfo, dict[str, str]]:
     """ "onnxruntime-bf16" → (the onnxruntime entry, {"precision": "fast", "fast_mechanism": "bf16"})."""
     if name in REGISTRY:
         return REGISTRY[name], {}
-    backend, _, variant = name.rpartition("-")
+    backend, _, variant = name.partition("-")  # backend names have no "-"; variants may
     if backend in REGISTRY and variant in REGISTRY[backend].variants:
         return REGISTRY[backend], dict(VARIANTS[variant])
     raise ClipsamError(f"unknown backend '{name}'; choose one of: {', '.join(pipeline_names())}")

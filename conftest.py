@@ -63,7 +63,6 @@ def tiny_int8_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathF
     """`tiny_artifacts` plus the int8 graphs of `clipsam export --int8` (graphs linked, manifest copied)."""
     from clipsam.engine.manifest import MANIFEST_NAME
     from clipsam.export.quantize import add_int8_graphs
-    from clipsam.export.quantize_static import add_static_int8_graphs
 
     folder = tmp_path_factory.mktemp("int8-artifacts")
     for path in tiny_artifacts.iterdir():
@@ -72,5 +71,4 @@ def tiny_int8_artifacts(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathF
         else:
             (folder / path.name).symlink_to(path)
     add_int8_graphs(folder, log=lambda _: None)
-    add_static_int8_graphs(folder, log=lambda _: None)
     return folder

@@ -37,11 +37,10 @@ STAGES = {"sclip": "dense", "sam2_encoder": "encoder"}  # timing key → StageRu
 @pytest.fixture(scope="module", params=["exact", "fast"])
 def engine(request: pytest.FixtureRequest, bench_artifacts: Path) -> Pipeline:
     from clipsam.engine.factory import load_pipeline
-    from clipsam.engine.manifest import INT8_GRAPHS, STATIC_INT8_GRAPHS, read_manifest
+    from clipsam.engine.manifest import INT8_COPIES, read_manifest
 
     artifacts = bench_artifacts
-    int8_copies = (*INT8_GRAPHS.values(), *STATIC_INT8_GRAPHS.values())  # what `clipsam export --int8` writes
-    if request.param == "fast" and not read_manifest(artifacts, check_files=False).has_graphs(int8_copies):
+    if request.param == "fast" and not read_manifest(artifacts, check_files=False).has_graphs(INT8_COPIES):
         if benchmarks_enabled(request.config):
             pytest.fail(f"{artifacts} has no int8 graphs: export it with `clipsam export --int8`")
         artifacts = request.getfixturevalue("tiny_int8_artifacts")

@@ -56,10 +56,9 @@ def engine(artifacts: Path) -> Pipeline:
 def fast_engine(artifacts: Path, request: pytest.FixtureRequest) -> Pipeline:
     """`--precision fast` (this CPU class's mechanism); the correctness run may use the tiny int8 copy."""
     from clipsam.engine.factory import load_pipeline
-    from clipsam.engine.manifest import INT8_GRAPHS, STATIC_INT8_GRAPHS, read_manifest
+    from clipsam.engine.manifest import INT8_COPIES, read_manifest
 
-    int8_copies = (*INT8_GRAPHS.values(), *STATIC_INT8_GRAPHS.values())  # what `clipsam export --int8` writes
-    if not read_manifest(artifacts, check_files=False).has_graphs(int8_copies):
+    if not read_manifest(artifacts, check_files=False).has_graphs(INT8_COPIES):
         if _enabled(request.config):
             pytest.fail(f"{artifacts} has no int8 graphs: export it with `clipsam export --int8`")
         artifacts = request.getfixturevalue("tiny_int8_artifacts")

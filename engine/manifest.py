@@ -39,13 +39,8 @@ STATIC_INT8_GRAPHS = MappingProxyType(
 # optional (exports before issue 16 lack it): CLIP's text tower, token ids -> text features, for words not in
 # the exported text bank; its entry names the BPE vocabulary file it reads ("vocabulary_file").
 TEXT_GRAPH = "text_encoder"
-KNOWN_GRAPHS = (
-    *GRAPHS,
-    *FAST_DECODER_GRAPHS,
-    *INT8_GRAPHS.values(),
-    *STATIC_INT8_GRAPHS.values(),
-    TEXT_GRAPH,
-)
+INT8_COPIES = (*INT8_GRAPHS.values(), *STATIC_INT8_GRAPHS.values())  # what `clipsam export --int8` adds
+KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_COPIES, TEXT_GRAPH)
 PRECISIONS = ("exact", "fast")
 
 

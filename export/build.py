@@ -96,11 +96,8 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
     write_manifest(out, record)
     if request.int8:
         from clipsam.export.quantize import add_int8_graphs
-        from clipsam.export.quantize_static import add_static_int8_graphs
 
-        if "sam2" in request.models:
-            record["graphs"].update(add_int8_graphs(out, log))
-        record["graphs"].update(add_static_int8_graphs(out, log))
+        record["graphs"].update(add_int8_graphs(out, log))
     return record
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsam.export.onnx_utils import OPSET, export_onnx, forbidden_ops, io_specs, op_census
+from clipsam.export.onnx_utils import export_onnx, graph_report
 from clipsam.export.sam2_model import Sam2Model
 
 IMAGE_SIZE = 1024  # sam2's square input; the graph is exported for this size only
@@ -206,16 +206,11 @@ def export_sam2_encoder(model: Sam2Model, path: Path) -> dict[str, Any]:
     trace_input = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()
     export_onnx(graph, (trace_input,), path, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES))
-    export_seconds = time.perf_counter() - started
-    census = op_census(path)
+    report = graph_report(path, time.perf_counter() - started)
     generator = torch.Generator().manual_seed(_PARITY_SEED)
     parity_input = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator).numpy()
     return {
-        "io_specs": io_specs(path),
-        "op_census": census,
-        "forbidden_ops": forbidden_ops(census),
+        **report,
         "parity": measure_sam2_parity(model, path, parity_input),
-        "export_seconds": round(export_seconds, 2),
-        "opset": OPSET,
         "image_size": IMAGE_SIZE,
     }

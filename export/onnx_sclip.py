@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipsam.export.clip_model import SclipModel
-from clipsam.export.onnx_utils import OPSET, export_onnx, forbidden_ops, io_specs, op_census
+from clipsam.export.onnx_utils import export_onnx, graph_report
 
 INPUT_NAME = "crops"
 OUTPUT_NAME = "patch_features"
@@ -140,15 +140,9 @@ def export_sclip_tower(model: SclipModel, path: Path, *, crop: int = 224) -> dic
         output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
     )
-    export_seconds = time.perf_counter() - started
-    census = op_census(path)
     return {
-        "io_specs": io_specs(path),
-        "op_census": census,
-        "forbidden_ops": forbidden_ops(census),
+        **graph_report(path, time.perf_counter() - started),
         "parity": measure_sclip_parity(model, path, crop),
-        "export_seconds": round(export_seconds, 2),
-        "opset": OPSET,
         "crop": crop,
         "patch": model.patch_size,
         "embed_dim": model.embed_dim,

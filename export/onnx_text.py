@@ -27,7 +27,7 @@ from clipsam.engine.outputs import new_file_mode
 from clipsam.engine.text.bank import OPENAI_IMAGENET_TEMPLATES
 from clipsam.engine.text.tokenizer import VOCABULARY_FILE
 from clipsam.export.clip_model import SclipModel
-from clipsam.export.onnx_utils import OPSET, export_onnx, forbidden_ops, io_specs, op_census
+from clipsam.export.onnx_utils import export_onnx, graph_report
 
 INPUT_NAME = "tokens"
 OUTPUT_NAME = "text_features"
@@ -134,15 +134,9 @@ def export_text_encoder(model: SclipModel, path: Path | str) -> dict[str, Any]:
         output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: BATCH_DIM, 1: LENGTH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
     )
-    export_seconds = time.perf_counter() - started
-    census = op_census(path)
     return {
-        "io_specs": io_specs(path),
-        "op_census": census,
-        "forbidden_ops": forbidden_ops(census),
+        **graph_report(path, time.perf_counter() - started),
         "parity": measure_text_parity(model, path),
-        "export_seconds": round(export_seconds, 2),
-        "opset": OPSET,
         "context_length": int(model.clip.positional_embedding.shape[0]),
         "embed_dim": model.embed_dim,
     }

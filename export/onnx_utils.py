@@ -131,6 +131,19 @@ def forbidden_ops(census: dict[str, int]) -> list[str]:
     return sorted(op for op in census if op in FORBIDDEN_OPS)
 
 
+def graph_report(path: Path | str, export_seconds: float) -> dict:
+    """What every exporter reports of the graph it wrote: "io_specs", "op_census", "forbidden_ops",
+    "export_seconds" (rounded to 10 ms) and "opset"."""
+    census = op_census(path)
+    return {
+        "io_specs": io_specs(path),
+        "op_census": census,
+        "forbidden_ops": forbidden_ops(census),
+        "export_seconds": round(export_seconds, 2),
+        "opset": OPSET,
+    }
+
+
 def io_specs(model: onnx.ModelProto | Path | str) -> dict[str, list[dict]]:
     """{"inputs": [...], "outputs": [...]}, each {"name", "shape" (ints or symbolic names), "dtype"}."""
     if not isinstance(model, onnx.ModelProto):

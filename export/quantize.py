@@ -23,6 +23,7 @@ import numpy as np
 from clipsam.engine.outputs import new_file_mode
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
+DYNAMIC_QUANTISATION = "onnxruntime dynamic, uint8 weights and activations, MatMul/Gemm only"
 
 
 def quantize_graph(
@@ -107,17 +108,25 @@ def quantize_artifact_graph(
     Returns a manifest-style entry: {"file", "bytes", "sha256", "source_file", "quantization",
     "parity_max_abs": {output: float}} with parity measured on `feeds` against the fp32 graph.
     """
-    from clipsam.engine.manifest import file_digest
-
     source = Path(directory) / f"{graph}.onnx"
     target = Path(directory) / f"{graph}.{suffix}.onnx"
     parity = quantize_and_check(source, target, feeds, unsigned_weights=True)
+    return copy_entry(
+        source, target, "onnxruntime dynamic, uint8 weights and activations, MatMul/Gemm only", parity
+    )
+
+
+def copy_entry(source: Path, target: Path, quantization: str, parity: dict[str, float]) -> dict:
+    """The manifest entry of `target`, a reduced-precision copy of the graph file `source`: {"file",
+    "bytes", "sha256", "source_file", "quantization", "parity_max_abs"}."""
+    from clipsam.engine.manifest import file_digest
+
     return {
         "file": target.name,
         "bytes": target.stat().st_size,
         "sha256": file_digest(target),
         "source_file": source.name,
-        "quantization": "onnxruntime dynamic, uint8 weights and activations, MatMul/Gemm only",
+        "quantization": quantization,
         "parity_max_abs": parity,
     }
 
@@ -143,23 +152,29 @@ def parity_feeds(inputs: Sequence[Mapping], seed: int = 0, symbolic: int = 2) ->
 
 
 def add_int8_graphs(directory: Path | str, log=print) -> dict:
-    """Quantise the graphs of manifest.INT8_GRAPHS (the SAM2 encoder) in an exported folder and list them in
-    its manifest.
+    """Write every int8 copy of `clipsam export --int8` in an exported folder and list them in its manifest:
+    the dynamic copies of manifest.INT8_GRAPHS (the SAM2 encoder; parity on seeded noise) and the static
+    copies of export/quantize_static.py, for the models the folder has.
 
-    Each int8 copy gets its own manifest entry (file, sha256, parity on seeded noise); the manifest is
-    rewritten atomically last, so an interrupted run leaves the folder as it was. Returns the new entries.
+    Each copy gets its own manifest entry (file, sha256, parity, the source's inputs and outputs); the
+    manifest is read once and rewritten atomically last, so an interrupted run leaves the folder as it was.
+    Returns the new entries.
     """
     from clipsam.engine.manifest import INT8_GRAPHS, read_manifest, write_manifest
+    from clipsam.export.quantize_static import static_int8_entries
 
     manifest = read_manifest(directory)
     entries = {}
     for source, name in INT8_GRAPHS.items():
-        feeds = parity_feeds(manifest.graph(source)["inputs"])
-        entry = quantize_artifact_graph(manifest.directory, source, feeds)
-        entries[name] = {**entry, "inputs": manifest.graph(source)["inputs"]}
-        entries[name]["outputs"] = manifest.graph(source)["outputs"]
+        if not manifest.has_graphs((source,)):
+            continue
+        spec = manifest.graph(source)
+        entry = quantize_artifact_graph(manifest.directory, source, parity_feeds(spec["inputs"]))
+        entries[name] = {**entry, "inputs": spec["inputs"], "outputs": spec["outputs"]}
         worst = max(entry["parity_max_abs"].values())
         log(f"quantised {source}.onnx → {entry['file']} (max abs vs fp32 on noise {worst:.3g})")
-    data = {**manifest.data, "graphs": {**manifest.data["graphs"], **entries}}
-    write_manifest(manifest.directory, data)
+    entries.update(static_int8_entries(manifest, log))
+    if entries:
+        data = {**manifest.data, "graphs": {**manifest.data["graphs"], **entries}}
+        write_manifest(manifest.directory, data)
     return entries

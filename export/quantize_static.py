@@ -66,8 +66,13 @@ def sensitive_nodes(model, graph: str) -> list[str]:
     nodes = list(model.graph.node)  # ONNX keeps nodes in topological order
     weights = {init.name for init in model.graph.initializer} | _constant_outputs(nodes)
     matmuls = [i for i, node in enumerate(nodes) if node.op_type in ("MatMul", "Gemm")]
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
     projections = sorted(
-        {_input_projection(nodes, i, weights) for i, n in enumerate(nodes) if n.op_type == "Softmax"}
+        {
+            _input_projection(nodes, producer, i, weights)
+            for i, n in enumerate(nodes)
+            if n.op_type == "Softmax"
+        }
     )
     if len(projections) < 2:
         raise ValueError(f"{graph}: expected at least two attention blocks, found {len(projections)}")
@@ -84,9 +89,9 @@ def _constant_outputs(nodes) -> set[str]:
     return {output for node in nodes if node.op_type == "Constant" for output in node.output}
 
 
-def _input_projection(nodes, softmax: int, weights: set[str]) -> int:
-    """Index of the last weight MatMul (one input a constant) upstream of node `softmax`."""
-    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+def _input_projection(nodes, producer: dict[str, int], softmax: int, weights: set[str]) -> int:
+    """Index of the last weight MatMul (one input a constant) upstream of node `softmax`; `producer` maps
+    each tensor name to the index of the node that makes it."""
     stack, seen, found = [softmax], set(), []
     while stack:
         index = stack.pop()
@@ -131,16 +136,15 @@ def quantize_static_graph(
     return write_atomically(Path(target), write)
 
 
-def add_static_int8_graphs(directory: Path | str, log=print) -> dict:
-    """Write the static int8 copies of manifest.STATIC_INT8_GRAPHS (both encoders) in an exported folder and
-    list them in its manifest (atomically, last), with their parity against fp32 on a scene not used for
-    calibration. Returns the new entries."""
+def static_int8_entries(manifest, log=print) -> dict:
+    """Write the static int8 copies of manifest.STATIC_INT8_GRAPHS (the encoders `manifest`'s folder has)
+    beside their sources; returns their manifest entries, with parity against fp32 on a scene not used for
+    calibration. export/quantize.py's add_int8_graphs lists them in the manifest."""
     import onnx
 
-    from clipsam.engine.manifest import STATIC_INT8_GRAPHS, file_digest, read_manifest, write_manifest
-    from clipsam.export.quantize import graph_parity
+    from clipsam.engine.manifest import STATIC_INT8_GRAPHS
+    from clipsam.export.quantize import copy_entry, graph_parity
 
-    manifest = read_manifest(directory)
     entries = {}
     for source, name in STATIC_INT8_GRAPHS.items():
         if not manifest.has_graphs((source,)):
@@ -153,22 +157,13 @@ def add_static_int8_graphs(directory: Path | str, log=print) -> dict:
         held_out = calibration_feeds(source, entry, sizes=((480, 640),), first_seed=len(CALIBRATION_SIZES))[0]
         parity = graph_parity(source_path, target, held_out)
         entries[name] = {
-            "file": target.name,
-            "bytes": target.stat().st_size,
-            "sha256": file_digest(target),
-            "source_file": source_path.name,
-            "quantization": QUANTISED_BY,
+            **copy_entry(source_path, target, QUANTISED_BY, parity),
             "float_nodes": ignored,
-            "parity_max_abs": parity,
             "inputs": entry["inputs"],
             "outputs": entry["outputs"],
         }
         log(
             f"quantised {source_path.name} → {target.name} "
             f"(static int8, max abs vs fp32 {max(parity.values()):.3g})"
-        )
-    if entries:
-        write_manifest(
-            manifest.directory, {**manifest.data, "graphs": {**manifest.data["graphs"], **entries}}
         )
     return entries

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from clipsam.engine.manifest import INT8_GRAPHS, STATIC_INT8_GRAPHS, read_manifest
+from clipsam.engine.manifest import INT8_COPIES, read_manifest
 from clipsam.export.onnx_utils import FORBIDDEN_OPS, op_census
 
 MIN_OPSET, MAX_OPSET = 9, 20
@@ -152,8 +152,7 @@ def check_artifacts(directory: Path | str, profiles: dict[str, DimRange] | None 
     static QDQ copies calibrated for OpenVINO); on TensorRT the fast precision is an fp16 engine built from
     the fp32 graph."""
     manifest = read_manifest(directory)
-    copies = (*INT8_GRAPHS.values(), *STATIC_INT8_GRAPHS.values())
-    names = [name for name in manifest.graph_names if name not in copies]
+    names = [name for name in manifest.graph_names if name not in INT8_COPIES]
     reports = [check_graph(manifest.graph_path(name), name, profiles) for name in names]
     return ReadinessReport(manifest.directory, reports)
 

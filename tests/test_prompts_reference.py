@@ -30,6 +30,17 @@ def dense_maps(draw):
     return DenseMap(probs=probs, pred=pred, class_names=tuple(f"c{i}" for i in range(classes)))
 
 
+def _assert_kernel_equals_reference(dense, min_confidence, min_region_size, max_prompts, skip_background):
+    """extract_prompts and the scipy reference give the same prompts for one set of options."""
+    kwargs = dict(
+        min_confidence=min_confidence,
+        min_region_size=min_region_size,
+        max_prompts=max_prompts,
+        skip_classes=(0,) if skip_background else (),
+    )
+    _assert_same_prompts(extract_prompts(dense, **kwargs), scipy_prompts.extract_prompts(dense, **kwargs))
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     dense=dense_maps(),
@@ -41,13 +52,7 @@ def dense_maps(draw):
 def test_kernel_prompts_equal_scipy_reference(
     dense, min_confidence, min_region_size, max_prompts, skip_background
 ):
-    kwargs = dict(
-        min_confidence=min_confidence,
-        min_region_size=min_region_size,
-        max_prompts=max_prompts,
-        skip_classes=(0,) if skip_background else (),
-    )
-    _assert_same_prompts(extract_prompts(dense, **kwargs), scipy_prompts.extract_prompts(dense, **kwargs))
+    _assert_kernel_equals_reference(dense, min_confidence, min_region_size, max_prompts, skip_background)
 
 
 def _assert_same_prompts(fast, slow):
@@ -121,13 +126,7 @@ def shape_maps(draw):
 def test_kernel_prompts_equal_reference_on_rings_c_shapes_and_ties(
     dense, min_confidence, min_region_size, max_prompts, skip_background
 ):
-    kwargs = dict(
-        min_confidence=min_confidence,
-        min_region_size=min_region_size,
-        max_prompts=max_prompts,
-        skip_classes=(0,) if skip_background else (),
-    )
-    _assert_same_prompts(extract_prompts(dense, **kwargs), scipy_prompts.extract_prompts(dense, **kwargs))
+    _assert_kernel_equals_reference(dense, min_confidence, min_region_size, max_prompts, skip_background)
 
 
 @pytest.mark.parametrize(

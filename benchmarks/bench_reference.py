@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clipsam.engine.bench.demo_scene import demo_scene
-from clipsam.engine.model_choice import ModelChoice
+from clipsam.engine.models.choice import ModelChoice
 from clipsam.engine.pipeline import SegmentOptions, default_dense_config, vocabulary_from_words
 from clipsam.engine.prompts import grid_prompts
 

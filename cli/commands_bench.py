@@ -29,7 +29,11 @@ REGRESSION_EXIT = 1
 
 def bench(
     stage: Annotated[
-        str, typer.Option("--stage", help="dense, encoder, decoder, kernels or end-to-end.")
+        str,
+        typer.Option(
+            "--stage",
+            help="dense, encoder, decoder, kernels, end-to-end, or regions (end to end, accuracy mode).",
+        ),
     ] = "end-to-end",
     backend: Annotated[
         str,
@@ -37,7 +41,7 @@ def bench(
             "--backend",
             help=f"{', '.join(pipeline_names())}; a variant: -faithful keeps sam2's decoder structure, -fast "
             "is --precision fast, -int8-static / -int8 / -bf16 force one fast mechanism "
-            "[default: onnxruntime with --artifacts, else torch]",
+            "[default: onnxruntime, on --artifacts DIR or the engine cache]",
         ),
     ] = "auto",
     artifacts: ArtifactsOpt = None,
@@ -83,6 +87,9 @@ def bench(
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="With --server: requests at a time.")] = 4,
     requests: Annotated[int, typer.Option(min=1, help="With --server: requests in all.")] = 100,
+    region_points: Annotated[
+        int, typer.Option("--region-points", min=1, help="With --stage regions: grid points per side.")
+    ] = 8,
 ) -> None:
     """Latency per stage (p50/p90/p99), images/s and prompts/s; with --compare-to torch, the speedups."""
     from clipsam.engine.bench import measure as core
@@ -96,9 +103,9 @@ def bench(
         )
     from clipsam.engine.bench import record as records
 
-    config = core.BenchConfig(stage, warmup, runs, prompts)
+    config = core.BenchConfig(stage, warmup, runs, prompts, region_points)
     tolerance = records.parse_fraction(max_regression)
-    backend = backend if backend != "auto" else ("onnxruntime" if artifacts is not None else "torch")
+    backend = backend if backend != "auto" else "onnxruntime"
     specs = _specs(
         backend,
         compare_to,
@@ -139,13 +146,10 @@ def _specs(
 
     names = [backend] + ([compare_to] if compare_to is not None else [])
     on_artifacts = [needs_artifacts(name) for name in names]
-    if any(on_artifacts) and artifacts is None:
-        wanting = next(n for n, wants in zip(names, on_artifacts, strict=True) if wants)
-        raise ClipsamError(
-            f"--backend {wanting} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
-        )
     if artifacts is not None and not any(on_artifacts):
-        raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
+        raise ClipsamError(
+            "--artifacts is for exported backends (onnxruntime, openvino, tensorrt), not --backend torch"
+        )
     if artifacts is not None:
         models = read_manifest(artifacts).data["models"]
         if sam_model is not None and mo.get_model(sam_model, "sam2").name != models["sam2"]["name"]:
@@ -157,7 +161,7 @@ def _specs(
         # Only a torch pipeline needs the weights themselves; they must be the artifacts' own.
         needs_choice = not all(on_artifacts)
         choice = reference_choice(models, clip_checkpoint, checkpoint) if needs_choice else None
-    else:
+    else:  # the torch reference's weights, and the engine cache's for the exported backends
         choice = _torch_choice(sam_model, checkpoint, clip_checkpoint, random_weights, seed)
     spec = PipelineSpec(choice, artifacts, providers)
     return {role: (name, spec) for role, name in zip(("ours", "reference"), names, strict=False)}
@@ -203,7 +207,10 @@ def _measure(pipelines: dict, images: list, config):
     with stderr.status("compiling / loading numba kernels"):
         clipsam.kernels.warmup()  # a one-off cost that would land in whichever pipeline runs first
     source = PromptSource(pipelines["ours"], bench_vocabulary(), config.prompts)
-    runners = {role: StageRunner(pipeline, config.stage, source) for role, pipeline in pipelines.items()}
+    runners = {
+        role: StageRunner(pipeline, config.stage, source, config.region_points)
+        for role, pipeline in pipelines.items()
+    }
     with Progress(console=stderr, transient=True) as bar:
         task = bar.add_task(f"bench {config.stage}", total=(config.warmup + config.runs) * len(runners))
         return measure(runners, images, config, lambda done, total: bar.update(task, completed=done))

@@ -35,7 +35,7 @@ def eval_command(
     output_dir: eo.OutputDirOpt = None,
     save_vis: eo.SaveVisOpt = False,
     resume: eo.ResumeOpt = False,
-    backend: eo.BackendOpt = EvalBackend.torch,
+    backend: eo.BackendOpt = EvalBackend.onnxruntime,
     artifacts: eo.ArtifactsOpt = None,
     clip_checkpoint: ClipCkptOpt = None,
     random_weights: RandomOpt = False,
@@ -126,24 +126,23 @@ def _pipeline(
     mode, backend, artifacts, clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device
 ):
     """The Pipeline of the chosen registered backend, through the factory: SCLIP only in dense mode (the
-    torch reference then loads no SAM2; an artifact folder holds what it was exported with)."""
+    torch reference then loads no SAM2; an artifact folder holds what it was exported with; without one,
+    the engine cache's folder for the chosen weights, built on first use)."""
     from clipsam.engine.backends import artifact_backends, backend_info
     from clipsam.engine.factory import load_pipeline
 
     stages = ("dense",) if mode is EvalMode.dense else ("dense", "masks")
     choice = None  # an artifact folder holds its own weights
-    if backend_info(backend.value).needs_artifacts:
-        if artifacts is None:
-            raise ClipsamError(f"--backend {backend.value} needs --artifacts DIR (made by `clipsam export`)")
-    elif artifacts is not None:
+    if not backend_info(backend.value).needs_artifacts and artifacts is not None:
         raise ClipsamError(
             f"--artifacts is for --backend {' / '.join(artifact_backends())}; drop it or add --backend "
             "onnxruntime"
         )
-    else:
+    if artifacts is None:
         weights = (clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device)
         choice = _model_choice(stages, *weights)
-    return load_pipeline(artifacts, backend.value, models=choice, stages=stages)
+    log = lambda message: stderr.print(f"clipsam: {message}", highlight=False)  # noqa: E731
+    return load_pipeline(artifacts, backend.value, models=choice, stages=stages, log=log)
 
 
 def _model_choice(stages, clip_checkpoint, sam_model, sam_checkpoint, random_weights, seed, device):

@@ -30,8 +30,8 @@ def _selected_models(models: list[str] | None, only: str | None) -> tuple[tuple[
     --model names select what is exported (both families when none is given); --only FAMILY narrows it to
     one family and must agree with the --model names.
     """
+    from clipsam.engine.models.zoo import DEFAULT_SAM, get_model
     from clipsam.export.build import EXPORTABLE
-    from clipsam.export.registry import DEFAULT_SAM, get_model
 
     if only is not None and only not in ONLY_CHOICES:
         raise ClipsamError(f"unknown --only '{only}'; choose one of: {', '.join(ONLY_CHOICES)}")
@@ -116,8 +116,8 @@ def export(
 ) -> None:
     """Export SCLIP's image tower and / or SAM2's encoder and decoders to ONNX, text features, manifest."""
     from clipsam.engine.image_io import check_output_folder
+    from clipsam.engine.models.zoo import DEFAULT_CLIP
     from clipsam.export.build import ExportRequest, export_artifacts
-    from clipsam.export.registry import DEFAULT_CLIP
 
     families, sam_name = _selected_models(model, only)
     _check_applies(

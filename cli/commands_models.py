@@ -1,4 +1,4 @@
-"""`clipsam download`, `clipsam models`, `clipsam warmup`."""
+"""`clipsam download`, `clipsam models`, `clipsam engines`, `clipsam warmup`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clipsam.export.registry import MODELS, get_model
+from clipsam.engine.models.zoo import MODELS, get_model
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)
@@ -35,7 +35,7 @@ def download(
 
 def models() -> None:
     """List the models clipsam knows, with their architecture and checkpoint file."""
-    from clipsam.export.download import checkpoint_path
+    from clipsam.engine.models.zoo import checkpoint_path
 
     table = Table("name", "family", "architecture", "params (M)", "checkpoint", "present")
     for spec in MODELS.values():
@@ -49,6 +49,34 @@ def models() -> None:
             "yes" if path.is_file() else "no",
         )
     stdout.print(table)
+
+
+def engines(
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the cached engine KEY, or every cached engine.")
+    ] = False,
+    key: Annotated[str | None, typer.Argument(help="An engine's key (with --clear).")] = None,
+) -> None:
+    """List the engines the cache holds (exported graphs built on first use), or remove them."""
+    import time
+
+    from clipsam.engine.errors import ClipsamError
+    from clipsam.engine.models import engines as engine_cache
+
+    if key is not None and not clear:
+        raise ClipsamError("a KEY is for --clear: `clipsam engines --clear KEY`")
+    if clear:
+        removed = engine_cache.clear_engines(key)
+        stdout.print(f"removed {len(removed)} engine(s)" + (": " + ", ".join(removed) if removed else ""))
+        return
+    entries = engine_cache.list_engines()
+    table = Table(title=str(engine_cache.engines_root()))
+    for column in ("key", "models", "weights", "size (MB)", "last use"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+        table.add_row(entry.key, entry.models, entry.weights, f"{entry.bytes / 1e6:.0f}", used)
+    stdout.print(table if entries else f"no cached engine in {engine_cache.engines_root()}")
 
 
 def warmup() -> None:
@@ -65,4 +93,5 @@ def warmup() -> None:
 def register(app: typer.Typer) -> None:
     app.command()(download)
     app.command()(models)
+    app.command()(engines)
     app.command()(warmup)

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from clipsam.cli import model_options as mo
+from clipsam.cli import region_options as ro
 from clipsam.cli import segment_options as so
+from clipsam.cli import segment_pipelines as pl
 from clipsam.cli import segment_points as sp
 from clipsam.cli.clipsam_command import ClipsamCommand
 from clipsam.cli.segment_edit import edited_picture, inpaint_request
@@ -77,6 +79,9 @@ def segment(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     points: sp.PointsOpt = None,
     boxes: sp.BoxesOpt = None,
+    regions: ro.RegionsOpt = False,
+    region_points: ro.RegionPointsOpt = ro.DEFAULT_POINTS,
+    region_iou: ro.RegionIouOpt = ro.DEFAULT_IOU,
     server: Annotated[
         str | None,
         typer.Option(
@@ -85,47 +90,58 @@ def segment(
     ] = None,
 ) -> None:
     """Segment the vocabulary's classes in an image: overlay / mask / edit picture and COCO-RLE JSON."""
+    from clipsam import kernels
+
+    kernels.warm_kernels_in_background()  # numba's first load, beside the imports and the model loading
     from clipsam.engine import image_io
     from clipsam.engine.pipeline import SegmentOptions
 
+    if server is not None and (artifacts is not None or backend is not None):
+        flag = "--artifacts" if artifacts is not None else "--backend"
+        raise ClipsamError(f"--server runs the service's own models: drop {flag}, or drop --server")
     backend = so.resolve_backend(ctx, backend, artifacts)
     check_precision(backend, precision)
+    sam_name = mo.sam_name(sam_model, model_cfg, so.given(ctx, "sam_model"))
     if points or boxes:  # SAM2 alone on the given prompts (cli/segment_points.py)
         given = {"--vocabulary": bool(vocabulary), "--class-file": class_file is not None}
         given.update({"--prompt": prompt is not None, "--use-boxes": use_boxes, "--max-prompts": max_prompts})
         sp.check_no_conflicts({**given, "--use-inpainting": use_inpainting})
+        engine = artifacts is None and backend != "torch"  # SAM2 alone from the engine cache
+        models = (
+            pl.model_choice(sam_name, checkpoint, None, random_weights, seed, "cpu", False)
+            if engine
+            else None
+        )
         run = {"artifacts": artifacts, "backend": backend, "providers": providers, "precision": precision}
         outputs = {"output": output, "json_path": json_path, "edit": edit.value, "verbose": verbose}
-        sp.segment_given_prompts(image=image, points=points, boxes=boxes, **run, **outputs)
+        sp.segment_given_prompts(
+            image=image, points=points, boxes=boxes, models=models, max_pixels=max_pixels, **run, **outputs
+        )
         return
-    sam_name = mo.sam_name(sam_model, model_cfg, so.given(ctx, "sam_model"))
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)
     settings = {"steps": steps, "guidance_scale": guidance_scale, "strength": strength, "seed": seed}
     settings.update({"allow_download": allow_download, "device": device})
     inpaint = inpaint_request(use_inpainting, edit, edit_prompt, inpaint_model, settings)
     picture_in = image_io.load_image(image, max_pixels)
-    image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
-    if json_path is not None:
-        image_io.check_writable(json_path, (".json",))
-    options = SegmentOptions(min_confidence, min_region_size, iou_threshold, max_prompts, use_boxes)
+    _check_outputs(output, json_path)
+    accuracy = ro.region_options(regions, region_points, region_iou, min_region_size)
+    options = SegmentOptions(min_confidence, min_region_size, iou_threshold, max_prompts, use_boxes, accuracy)
     if server is not None:  # the service runs the pipeline (clipsam/client.py)
-        from clipsam.client import Client
-        from clipsam.engine.vocabulary import read_class_lines
-
-        words = vocabulary or read_class_lines(class_file)
-        result = Client(server).segment_result(image, words, file=str(image), **asdict(options))
+        result = _server_result(server, image, vocabulary, class_file, options)
     elif backend == "torch":
-        choice = _model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
-        result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
+        choice = pl.model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
+        result = _run_segment(lambda: pl.reference_pipeline(choice), picture_in, vocab, options)
     else:
         asked_sam = sam_name if so.given(ctx, "sam_model") else None
-        result = _run_segment(
-            lambda: _artifact_pipeline(artifacts, backend, providers, precision, asked_sam),
-            picture_in,
-            vocab,
-            options,
+        models = (
+            None
+            if artifacts
+            else pl.model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, "cpu")
         )
+        run = {"providers": so.engine_providers(device, providers), "precision": precision, "models": models}
+        build = lambda: pl.artifact_pipeline(artifacts, backend, sam_name=asked_sam, **run)  # noqa: E731
+        result = _run_segment(build, picture_in, vocab, options)
     if target is not None and edit is EditMode.segment:
         result = _only_class(result, target)
     stand_in = random_weights or result.random_weights  # no weights named or found: random ones stand in
@@ -135,6 +151,7 @@ def segment(
 
 
 def dense(
+    ctx: typer.Context,
     image: ImageOpt,
     out: Annotated[Path, typer.Option("--out", help="Output .npz with probs [C,H,W] and pred [H,W].")],
     class_file: ClassFileOpt = None,
@@ -154,27 +171,44 @@ def dense(
     ] = None,
     device: DeviceOpt = "auto",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    backend: BackendOpt = None,
+    artifacts: ArtifactsOpt = None,
+    regions: ro.RegionsOpt = False,
+    region_points: ro.RegionPointsOpt = ro.DEFAULT_POINTS,
+    region_iou: ro.RegionIouOpt = ro.DEFAULT_IOU,
 ) -> None:
-    """SCLIP's dense class map alone, saved as .npz (probs after synonym max and area_thd, pred)."""
+    """SCLIP's dense class map alone, saved as .npz (probs after synonym max and area_thd, pred); with
+    --regions corrected by SAM2's regions (SAM2 runs too)."""
     from clipsam.engine import image_io
     from clipsam.engine.dense_clip import DenseConfig
-    from clipsam.engine.factory import load_reference_pipeline
 
     vocab = _vocabulary(vocabulary, class_file)
     picture_in = image_io.load_image(image, max_pixels)
     image_io.check_writable(out, (".npz",))
-    try:
-        config = DenseConfig(short_side, slide_crop, slide_stride, logit_scale, prob_thd, area_thd)
-    except ValueError as err:
-        raise ClipsamError(str(err)) from err
-    clip_path, clip_random = mo.checkpoint_or_random(clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights)
-    # SAM2 is not built by `dense`; its fields keep their defaults.
-    choice = mo.ModelChoice(
-        clip_checkpoint=clip_path, clip_random=clip_random, seed=seed, device=_device(device)
-    )
+    config = DenseConfig(short_side, slide_crop, slide_stride, logit_scale, prob_thd, area_thd)
+    accuracy = ro.region_options(regions, region_points, region_iou)
+    stages = ("dense",) if accuracy is None else ("dense", "masks")
+    backend = so.resolve_backend(ctx, backend, artifacts)
+    choice = None
+    if artifacts is None:  # the torch reference's or the engine's weights; SAM2 is not built by `dense`
+        clip_path, clip_random = mo.checkpoint_or_random(
+            clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights
+        )
+        torch_device = pl.device(device) if backend == "torch" else "cpu"
+        choice = mo.ModelChoice(
+            clip_checkpoint=clip_path, clip_random=clip_random, seed=seed, device=torch_device
+        )
+        if accuracy is not None:  # SAM2 too: its default model, found or (with --random-weights) random
+            choice = pl.model_choice(
+                mo.DEFAULT_SAM, None, clip_checkpoint, random_weights, seed, torch_device
+            )
     with stderr.status("SCLIP dense map"):
-        pipeline = load_reference_pipeline(choice, stages=("dense",))
-        dense_map = pipeline.dense(picture_in, vocab, config)
+        if backend == "torch":
+            pipeline = pl.reference_pipeline(choice, stages=stages)
+        else:
+            providers = so.engine_providers(device, "auto")
+            pipeline = pl.artifact_pipeline(artifacts, backend, providers, models=choice, stages=stages)
+        dense_map = pipeline.dense(picture_in, vocab, config, regions=accuracy)
     with image_io.atomic_output(out) as stream:
         np.savez_compressed(
             stream,
@@ -202,8 +236,11 @@ def demo(
         typer.Option(min=0.0, max=1.0, help="[default: 0.7 with checkpoints, 0 with random weights]"),
     ] = None,
     max_prompts: Annotated[int, typer.Option(min=1, help="Keep at most this many prompts.")] = 32,
+    backend: BackendOpt = None,
+    precision: PrecisionOpt = "exact",
 ) -> None:
-    """Segment a built-in street scene with checkpoints when present, random weights otherwise."""
+    """Segment a built-in street scene with checkpoints when present, random weights otherwise, on the
+    engine (exported graphs from the engine cache, built on first use) unless --backend torch."""
     from clipsam.engine import image_io
     from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY, demo_scene
     from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
@@ -221,14 +258,22 @@ def demo(
             f"[yellow]warning:[/] no checkpoint found (or --random-weights): {which} random weights, "
             "not real predictions"
         )
-    choice = mo.ModelChoice(clip_path, clip_random, name, sam_path, sam_random, seed, _device(device))
+    backend = backend or "onnxruntime"
+    check_precision(backend, precision)
+    torch_device = pl.device(device) if backend == "torch" else "cpu"
+    choice = mo.ModelChoice(clip_path, clip_random, name, sam_path, sam_random, seed, torch_device)
     picture_in = demo_scene()
     vocab = vocabulary_from_words(list(DEMO_VOCABULARY))
     if min_confidence is None:
         # A random CLIP is near-uniform over classes: no region would pass 0.7 and the demo would be empty.
         min_confidence = 0.0 if clip_random else 0.7
     options = SegmentOptions(min_confidence=min_confidence, max_prompts=max_prompts)
-    result = _run_segment(lambda: _reference_pipeline(choice), picture_in, vocab, options)
+    if backend == "torch":
+        build = lambda: pl.reference_pipeline(choice)  # noqa: E731
+    else:
+        providers = so.engine_providers(device, "auto")
+        build = lambda: pl.artifact_pipeline(None, backend, providers, precision, models=choice)  # noqa: E731
+    result = _run_segment(build, picture_in, vocab, options)
     picture = edited_picture(picture_in, result, EditMode.segment, None, None, result.random_weights)
     _write_outputs(picture, result, output, json_path, Path("<demo scene>"))
     _report(result, output, json_path, True, options)
@@ -259,43 +304,24 @@ def _edit_target(class_names: tuple[str, ...], prompt: str | None, edit: EditMod
     raise VocabularyError(f"--prompt {prompt!r} is not in the vocabulary ({names})")
 
 
-def _device(device: str) -> str:
-    from clipsam.reference.pipeline import resolve_device
+def _server_result(server: str, image: Path, vocabulary, class_file, options) -> SegmentationResult:
+    """The service at `server` segments the image (clipsam/client.py)."""
+    from clipsam.client import Client
+    from clipsam.engine.vocabulary import read_class_lines
 
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ClipsamError(f"unknown --device '{device}'; use auto, cpu or cuda")
-    resolved = resolve_device(device)
-    if resolved.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ClipsamError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
-    return resolved
+    if options.regions is not None:
+        raise ClipsamError("--regions is not offered through --server yet: drop one of them")
+    words = vocabulary or read_class_lines(class_file)
+    fields = {key: value for key, value in asdict(options).items() if key != "regions"}
+    return Client(server).segment_result(image, words, file=str(image), **fields)
 
 
-def _model_choice(sam_name, sam_ckpt, clip_ckpt, random_weights, seed, device) -> mo.ModelChoice:
-    """Each model's named checkpoint, else its downloaded one, else (with --random-weights) random."""
-    clip_path, clip_random = mo.checkpoint_or_random(clip_ckpt, mo.CLIP_NAME, "CLIP", random_weights)
-    sam_path, sam_random = mo.checkpoint_or_random(sam_ckpt, sam_name, "SAM2", random_weights)
-    return mo.ModelChoice(clip_path, clip_random, sam_name, sam_path, sam_random, seed, _device(device))
+def _check_outputs(output: Path, json_path: Path | None) -> None:
+    from clipsam.engine import image_io
 
-
-def _reference_pipeline(choice):
-    from clipsam.engine.factory import load_reference_pipeline
-
-    return load_reference_pipeline(choice)
-
-
-def _artifact_pipeline(
-    artifacts: Path, backend: str, providers: str, precision: str = "exact", sam_name: str | None = None
-):
-    """The pipeline on exported graphs; with `sam_name` (--sam-model given), the artifacts must hold it."""
-    from clipsam.engine.factory import load_pipeline
-
-    pipeline = load_pipeline(artifacts, backend, providers=providers, precision=precision)
-    if sam_name is not None:
-        so.check_artifacts_model(pipeline.models, sam_name)
-    return pipeline
+    image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
+    if json_path is not None:
+        image_io.check_writable(json_path, (".json",))
 
 
 def _run_segment(build_pipeline, image: np.ndarray, vocab, options) -> SegmentationResult:

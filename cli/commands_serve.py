@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import signal
+import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -13,16 +15,17 @@ from rich.console import Console
 from clipsam.engine.errors import ClipsamError
 
 stderr = Console(stderr=True, soft_wrap=True)
-RANDOM_ARTIFACTS = "serve-random-artifacts-seed{seed}"
-HOW_TO_EXPORT = (
-    "clipsam serve needs exported artifacts: give --artifacts DIR (made by `clipsam export --out DIR`), "
-    "or --random-weights to export seeded random models once into the cache"
-)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve(
     artifacts: Annotated[
-        Path | None, typer.Option("--artifacts", help="Artifact folder from `clipsam export`.")
+        Path | None,
+        typer.Option(
+            "--artifacts",
+            help="Artifact folder from `clipsam export` [default: the engine cache's for the checkpoints "
+            "found, built on first use].",
+        ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="HTTP address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
@@ -42,7 +45,9 @@ def serve(
     random_weights: Annotated[
         bool,
         typer.Option(
-            "--random-weights", help="Without --artifacts: export seeded random models once, cached."
+            "--random-weights",
+            help="Without --artifacts: seeded random weights for the models without a checkpoint (the "
+            "engine cache builds them once).",
         ),
     ] = False,
     cache_mb: Annotated[
@@ -54,6 +59,14 @@ def serve(
     timeout_s: Annotated[
         float, typer.Option("--timeout", min=1.0, help="Seconds before a request is answered 504.")
     ] = 120.0,
+    drain_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            min=0.0,
+            help="On SIGTERM / Ctrl-C: seconds the requests in flight get to finish before it stops.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve segmentation over HTTP: POST /v1/segment, /v1/dense; GET /healthz, /readyz, /metrics, /docs."""
     from clipsam.serve.config import ServeConfig, write_serve_config
@@ -70,43 +83,56 @@ def serve(
         write_serve_config(config, config_out)
         print(f"wrote {config_out}: run it with `serve deploy {config_out}` on a Ray cluster")
         return
-    _run(config, address)
+    _run(config, address, drain_timeout_s)
 
 
 def _artifacts(artifacts: Path | None, random_weights: bool) -> Path:
-    """The artifact folder: the one given (checked now, before Ray starts), else the cached random export."""
+    """The artifact folder: the one given (checked now, before Ray starts), else the engine cache's for the
+    checkpoints found (random weights where none is found, with --random-weights), built on first use."""
+    from clipsam.cli import model_options as mo
     from clipsam.engine.manifest import read_manifest
+    from clipsam.engine.models.engines import cached_engine
 
     if artifacts is not None:
         if random_weights:
-            raise ClipsamError("--random-weights exports its own artifacts: give it without --artifacts")
+            raise ClipsamError("--random-weights is for the engine cache: give it without --artifacts")
         read_manifest(artifacts, check_files=False)
         return artifacts
-    if not random_weights:
-        raise ClipsamError(HOW_TO_EXPORT)
-    from clipsam.engine.text.bank import default_cache_dir
-
-    folder = default_cache_dir() / RANDOM_ARTIFACTS.format(seed=0)
-    if not (folder / "manifest.json").is_file():
-        from clipsam.export.build import ExportRequest, export_artifacts
-
-        stderr.print(f"exporting seeded random models (once) into {folder}")
-        export_artifacts(ExportRequest(folder, clip_random=True, sam_random=True, seed=0), log=lambda _: None)
-    stderr.print('[yellow]warning:[/] random weights: every response says so ("random_weights": true)')
-    return folder
+    clip_path, clip_random = mo.checkpoint_or_random(None, mo.CLIP_NAME, "CLIP", random_weights)
+    sam_path, sam_random = mo.checkpoint_or_random(None, mo.DEFAULT_SAM, "SAM2", random_weights)
+    choice = mo.ModelChoice(clip_path, clip_random, mo.DEFAULT_SAM, sam_path, sam_random)
+    engine = cached_engine(
+        choice, int8=False, stages=("dense", "masks"), log=lambda line: stderr.print(f"clipsam: {line}")
+    )
+    if clip_random or sam_random:
+        stderr.print('[yellow]warning:[/] random weights: every response says so ("random_weights": true)')
+    return engine.path
 
 
-def _run(config, address: str | None) -> None:
+def _run(config, address: str | None, drain_timeout_s: float) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully: readiness false and new requests 503, the
+    requests in flight finish (at most drain_timeout_s), Serve and the local Ray stop, one line, exit 0."""
     from clipsam.serve.runner import start_service
 
     with stderr.status("starting the service (models load and warm up in every replica)"):
         service = start_service(config, address)
+    stop = threading.Event()
+    # After ray.init: Ray's own SIGTERM handlers (a native stack dump, then abort) are replaced by ours.
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
+    drained = 0
     try:
-        stderr.print(f"clipsam serving on {service.url} (docs: {service.url}/docs); Ctrl-C stops it")
-        while True:
-            time.sleep(1.0)
+        stderr.print(
+            f"clipsam serving on {service.url} (docs: {service.url}/docs); Ctrl-C or SIGTERM stops it"
+        )
+        while not stop.wait(1.0):
+            pass
+        stderr.print(f"stopping: draining the requests in flight (at most {drain_timeout_s:g} s)")
+        drained = service.drain(drain_timeout_s)
     finally:
         service.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"clipsam: stopped ({drained} requests drained)", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ class EvalMode(enum.StrEnum):
     dense = "dense"
     prompted_sam = "prompted-sam"
     sam_vote = "sam-vote"
+    regions = "regions"
 
 
 # --backend choices: every registered backend (engine/backends/__init__.py), by its registry name.
@@ -32,6 +33,7 @@ MODE_TITLES = {
     EvalMode.dense: "Dense (SCLIP only)",
     EvalMode.prompted_sam: "CLIP-guided SAM2 (prompted-sam)",
     EvalMode.sam_vote: "SAM2 regions vote (sam-vote)",
+    EvalMode.regions: "Accuracy mode: SAM2 regions restrict SCLIP's attention and vote (regions)",
 }
 
 DatasetOpt = Annotated[
@@ -58,7 +60,10 @@ NumSamplesOpt = Annotated[
 ModeOpt = Annotated[
     EvalMode,
     typer.Option(
-        "--mode", help="dense: SCLIP; prompted-sam; sam-vote.", rich_help_panel=MODEL, show_default=True
+        "--mode",
+        help="dense: SCLIP; prompted-sam; sam-vote; regions.",
+        rich_help_panel=MODEL,
+        show_default=True,
     ),
 ]
 UseSamOpt = Annotated[
@@ -130,7 +135,8 @@ SeedOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto, cpu or cuda (torch backend).", rich_help_panel=RUNTIME)
+    str,
+    typer.Option("--device", help="auto, cpu or cuda (the torch reference only).", rich_help_panel=RUNTIME),
 ]
 SamModelOpt = Annotated[
     str, typer.Option("--sam-model", help="SAM2 model name (see `clipsam models`).", rich_help_panel=SAM2)
@@ -139,8 +145,8 @@ BackendOpt = Annotated[
     EvalBackend,
     typer.Option(
         "--backend",
-        help=f"{' / '.join(reference_backends())} (the pure PyTorch reference), or on exported --artifacts: "
-        f"{', '.join(artifact_backends())}.",
+        help=f"{', '.join(artifact_backends())} (exported graphs: --artifacts DIR, else the engine cache's, "
+        f"built on first use), or {' / '.join(reference_backends())} (the pure PyTorch reference).",
         rich_help_panel=RUNTIME,
     ),
 ]
@@ -148,7 +154,8 @@ ArtifactsOpt = Annotated[
     Path | None,
     typer.Option(
         "--artifacts",
-        help=f"Exported artifacts folder (--backend {' / '.join(artifact_backends())}).",
+        help=f"Exported artifacts folder (--backend {' / '.join(artifact_backends())}) [default: the engine "
+        "cache's folder for the chosen weights].",
         rich_help_panel=RUNTIME,
     ),
 ]
@@ -196,6 +203,8 @@ def dense_config(preset, logit_scale: float | None, crop: int | None, stride: in
 
 def run_config(mode, use_pamr, dense, models, num_samples, options, vote_points) -> dict:
     """The settings stored in results.json (a resumed run must have the same)."""
+    from clipsam.engine.regions import RegionOptions
+
     return {
         "mode": mode.value,
         "use_pamr": use_pamr,
@@ -204,6 +213,7 @@ def run_config(mode, use_pamr, dense, models, num_samples, options, vote_points)
         "num_samples": num_samples,
         "segment_options": dict(vars(options)) if mode is EvalMode.prompted_sam else None,
         "vote_points_per_side": vote_points if mode is EvalMode.sam_vote else None,
+        **({"regions": RegionOptions().record()} if mode is EvalMode.regions else {}),
     }
 
 

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipsam.engine.backends import backend_info
 from clipsam.engine.errors import CheckpointError, ClipsamError
-from clipsam.engine.model_choice import DEFAULT_SAM, ModelChoice
-from clipsam.export.registry import DEFAULT_CLIP, MODELS, get_model
+from clipsam.engine.models.choice import DEFAULT_SAM, ModelChoice
+from clipsam.engine.models.zoo import DEFAULT_CLIP, MODELS, checkpoint_path, get_model
 
 __all__ = ["DEFAULT_SAM", "ModelChoice", "get_model"]
-
-
-def check_backend(backend: str, artifacts: Path | None = None) -> None:
-    """A registered backend, given --artifacts exactly when it runs exported artifacts."""
-    info = backend_info(backend)
-    if info.needs_artifacts and artifacts is None:
-        raise ClipsamError(
-            f"--backend {backend} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
-        )
-    if not info.needs_artifacts and artifacts is not None:
-        raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
 
 
 def sam_name_from_cfg(model_cfg: str) -> str:
@@ -47,8 +35,6 @@ def sam_name(sam_model: str, model_cfg: str | None, sam_model_given: bool) -> st
 
 
 def default_checkpoint(name: str) -> Path:
-    from clipsam.export.download import checkpoint_path
-
     return checkpoint_path(get_model(name))
 
 

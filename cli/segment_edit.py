@@ -7,6 +7,7 @@ the run has random weights (--random-weights, or random segmentation models); ev
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ def inpaint_request(
 
     settings: the InpaintOptions fields steps, guidance_scale, strength, allow_download, seed, device.
     """
+    for flag, name in (("--guidance-scale", "guidance_scale"), ("--strength", "strength")):
+        if not math.isfinite(settings[name]):  # the option's range lets inf and nan through
+            raise ClipsamError(f"{flag} must be a finite number, got {settings[name]}")
     if not use:
         if edit_prompt is not None:
             raise ClipsamError("--edit-prompt needs --use-inpainting")

@@ -129,7 +129,7 @@ RandomOpt = Annotated[
     typer.Option(
         "--random-weights",
         help="Seeded random weights for every model that has no checkpoint (none given, none in the "
-        "checkpoints folder); outputs say which models are random. Torch backend.",
+        "checkpoints folder); outputs say which models are random. Not with --artifacts.",
         rich_help_panel=RUNTIME,
     ),
 ]
@@ -145,21 +145,32 @@ SeedOpt = Annotated[
 ]
 DeviceOpt = Annotated[
     str,
-    typer.Option("--device", help="auto, cpu or cuda (torch backend; inpainting).", rich_help_panel=RUNTIME),
+    typer.Option(
+        "--device",
+        help="auto, cpu or cuda: where the torch reference (--backend torch) and inpainting run; the engine "
+        "maps it to onnxruntime's CPU or CUDA provider.",
+        rich_help_panel=RUNTIME,
+    ),
 ]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help=f"{' / '.join(reference_backends())} (the pure PyTorch reference), or on exported --artifacts: "
-        f"{', '.join(artifact_backends())}. [default: onnxruntime with --artifacts, else torch]",
+        help=f"{', '.join(artifact_backends())} (exported graphs: --artifacts DIR, else the engine cache's, "
+        f"built on first use), or {' / '.join(reference_backends())} (the pure PyTorch reference). "
+        "[default: onnxruntime]",
         show_default=False,
         rich_help_panel=RUNTIME,
     ),
 ]
 ArtifactsOpt = Annotated[
     Path | None,
-    typer.Option("--artifacts", help="Folder made by `clipsam export`.", rich_help_panel=RUNTIME),
+    typer.Option(
+        "--artifacts",
+        help="Folder made by `clipsam export` [default: the engine cache's folder for the chosen weights, "
+        "`clipsam engines`].",
+        rich_help_panel=RUNTIME,
+    ),
 ]
 ProvidersOpt = Annotated[
     str,
@@ -222,18 +233,27 @@ def given(ctx: typer.Context, name: str) -> bool:
 
 
 def resolve_backend(ctx: typer.Context, backend: str | None, artifacts: Path | None) -> str:
-    """The backend to run: the given one, else onnxruntime with --artifacts, else torch. A one-line error
-    for an option given on the command line that the chosen backend does not read."""
-    from clipsam.cli.model_options import check_backend
+    """The backend to run: the given one, else onnxruntime (on --artifacts DIR, or on the engine cache's
+    folder for the chosen weights). A one-line error for an option given on the command line that the
+    chosen backend does not read."""
+    from clipsam.engine.backends import backend_info
 
-    chosen = backend or ("onnxruntime" if artifacts is not None else "torch")
-    check_backend(chosen, artifacts)  # a known name, and artifacts exactly for the exported backends
-    if chosen == "torch":
+    chosen = backend or "onnxruntime"
+    info = backend_info(chosen)  # a known name, or the one-line error listing them
+    if not info.needs_artifacts:
+        if artifacts is not None:
+            raise ClipsamError(
+                "--artifacts is for exported backends (onnxruntime, openvino, tensorrt), not --backend torch"
+            )
         if given(ctx, "providers"):
             raise ClipsamError(
                 "--providers does not apply to --backend torch (it picks onnxruntime's execution "
-                "providers): drop it, or run on --artifacts DIR"
+                "providers): drop it, or run the engine (no --backend)"
             )
+        return chosen
+    if artifacts is None:  # the engine cache: the weight options choose the engine's weights
+        if given(ctx, "providers") and given(ctx, "device") and not ctx.params.get("use_inpainting"):
+            raise ClipsamError("give --providers or --device, not both")
         return chosen
     for name, flag in TORCH_ONLY.items():
         if not given(ctx, name):
@@ -241,10 +261,23 @@ def resolve_backend(ctx: typer.Context, backend: str | None, artifacts: Path | N
         if name == "device" and ctx.params.get("use_inpainting"):
             continue  # --device then places the inpainting model
         raise ClipsamError(
-            f"{flag} does not apply to --backend {chosen}: the artifacts hold their own weights and "
-            f"{chosen} picks its device; drop {flag}, or use --backend torch without --artifacts"
+            f"{flag} does not apply to --artifacts: the artifacts hold their own weights and "
+            f"{chosen} picks its device; drop {flag}, or drop --artifacts to run the engine of the "
+            "weights you name"
         )
     return chosen
+
+
+def engine_providers(device: str, providers: str) -> str:
+    """onnxruntime providers for the engine from --device (auto: the preferred available ones; cpu; cuda)
+    when --providers is not given."""
+    if providers != "auto" or device == "auto":
+        return providers
+    if device == "cpu":
+        return "CPUExecutionProvider"
+    if device == "cuda" or device.startswith("cuda:"):
+        return "CUDAExecutionProvider,CPUExecutionProvider"
+    raise ClipsamError(f"unknown --device '{device}'; use auto, cpu or cuda")
 
 
 def check_artifacts_model(models: dict, sam_name: str) -> None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from clipsam.engine.errors import ClipsamError
+from clipsam.engine.image_io import DEFAULT_MAX_PIXELS
 
 stdout = Console()
 stderr = Console(stderr=True, soft_wrap=True)
@@ -23,8 +24,8 @@ PointsOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--points",
-        help="A point prompt x,y in image pixels (repeat for more; each is one prompt). SAM2 only: needs "
-        "--artifacts, takes no vocabulary.",
+        help="A point prompt x,y in image pixels (repeat for more; each is one prompt). SAM2 only "
+        "(the engine's SAM2 graphs, or --artifacts): takes no vocabulary.",
         rich_help_panel="Prompts",
     ),
 ]
@@ -77,26 +78,34 @@ def segment_given_prompts(
     json_path: Path | None,
     edit: str,
     verbose: bool,
+    models=None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Segment IMAGE at the given prompts and write the picture (overlay, or with --edit remove / replace
-    every prompt's mask) and the COCO-RLE JSON."""
+    every prompt's mask) and the COCO-RLE JSON. Without artifacts, SAM2 alone from the engine cache for
+    `models` (a ModelChoice)."""
     from clipsam.engine import image_io
     from clipsam.engine.factory import load_pipeline
 
-    if artifacts is None:
-        raise ClipsamError(
-            "--points / --boxes run on exported SAM2 graphs: pass --artifacts DIR "
-            "(made by `clipsam export --only sam2 --out DIR`)"
-        )
+    if artifacts is None and models is None:
+        raise ClipsamError("--points / --boxes run on exported SAM2 graphs, not on --backend torch")
     assert edit in EDITS, edit
     points_xy = parse_numbers(points, 2, "--points", "x,y")
     boxes_xyxy = parse_numbers(boxes, 4, "--boxes", "x0,y0,x1,y1")
-    picture_in = image_io.load_image(image)
+    picture_in = image_io.load_image(image, max_pixels)
     image_io.check_writable(output, image_io.IMAGE_SUFFIXES)
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
     with stderr.status("loading SAM2 graphs") as status:
-        pipeline = load_pipeline(artifacts, backend, providers=providers, precision=precision)
+        pipeline = load_pipeline(
+            artifacts,
+            backend,
+            providers=providers,
+            precision=precision,
+            models=models,
+            stages=("masks",),
+            log=lambda message: stderr.print(f"clipsam: {message}", highlight=False),
+        )
         result = pipeline.segment_with_prompts(
             picture_in, points_xy, boxes_xyxy, progress=lambda stage: status.update(f"stage: {stage}")
         )

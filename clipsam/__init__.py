@@ -26,7 +26,7 @@ _PUBLIC = {
     "vocabulary_from_words": "clipsam.engine.pipeline",
     "DenseConfig": "clipsam.engine.dense_clip",
     "Vocabulary": "clipsam.engine.vocabulary",
-    "ModelChoice": "clipsam.engine.model_choice",
+    "ModelChoice": "clipsam.engine.models.choice",
     "ClipsamError": "clipsam.engine.errors",
     "TextFeatures": "clipsam.engine.types",
     "PatchFeatures": "clipsam.engine.types",

@@ -1,3 +1,3 @@
-from clipsam.cli.app import main
+from clipsam.cli.app import console_main
 
-main()
+console_main()

@@ -29,13 +29,25 @@ class ServiceError(ClipsamError):
 
 
 class Client:
-    """Requests to one service URL. A 503 (a stage restarting) is retried up to `retries` times."""
+    """Requests to one service URL. A 503 (a stage restarting, the service draining) is retried up to
+    `retries` times, `retry_wait_s` apart; with `retry_unreachable`, so are a refused or dropped connection
+    (the port is closed while the service restarts) and Serve's own 404 (not clipsam's one-line JSON): its
+    HTTP proxy listens before the application is deployed. The requests are pure functions of their body,
+    so a repeat is safe."""
 
-    def __init__(self, url: str, timeout_s: float = 300.0, retries: int = 3, retry_wait_s: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 300.0,
+        retries: int = 3,
+        retry_wait_s: float = 1.0,
+        retry_unreachable: bool = False,
+    ):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_wait_s = retry_wait_s
+        self.retry_unreachable = retry_unreachable
 
     def segment(self, image, vocabulary, *, file: str | None = None, **options) -> dict:
         """The `clipsam segment --json` record of `image` (a path, encoded image bytes, or uint8 [H, W, 3]
@@ -79,12 +91,15 @@ class Client:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return response.status, dict(response.headers), response.read()
             except urllib.error.HTTPError as err:
-                error = ServiceError(err.code, _error_message(err.read()))
-                if err.code != 503 or attempt == attempts - 1:
+                data = err.read()
+                error = ServiceError(err.code, _error_message(data))
+                starting = err.code == 404 and self.retry_unreachable and not _is_service_error(data)
+                if (err.code != 503 and not starting) or attempt == attempts - 1:
                     raise error from None
             except (urllib.error.URLError, OSError) as err:
                 reason = getattr(err, "reason", err)
-                raise ClipsamError(f"cannot reach the service at {self.url}: {reason}") from None
+                if not self.retry_unreachable or attempt == attempts - 1:
+                    raise ClipsamError(f"cannot reach the service at {self.url}: {reason}") from None
             time.sleep(self.retry_wait_s)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -140,6 +155,15 @@ def _image_bytes(image) -> tuple[bytes, str]:
         return path.read_bytes(), str(image)
     except OSError as err:
         raise ClipsamError(f"cannot read image '{path}': {err.strerror or err}") from None
+
+
+def _is_service_error(data: bytes) -> bool:
+    """Whether an error body is clipsam's own {"error": "…"} (not an answer of Serve's proxy)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and list(record) == ["error"]
 
 
 def _error_message(data: bytes) -> str:

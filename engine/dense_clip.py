@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsam.engine.errors import ClipsamError, InputImageError
+from clipsam.engine.regions import patch_regions
 from clipsam.engine.transforms import resize_bilinear, sclip_preprocess
-from clipsam.engine.types import DenseMap, PatchFeatures, TextFeatures, WindowGeometry
+from clipsam.engine.types import DenseMap, PatchFeatures, RegionMap, TextFeatures, WindowGeometry
 from clipsam.engine.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the protocols (engine/stages.py) import this module for DenseConfig
@@ -134,11 +135,14 @@ class SclipStage:
         assert features.ndim == 2 and features.shape[0] == vocabulary.num_queries, features.shape
         return TextFeatures(vocabulary=vocabulary, features=features, weights=self.weights_id)
 
-    def features(self, image: np.ndarray, config: DenseConfig) -> PatchFeatures:
-        """uint8 [H, W, 3] RGB → every window's patch features, in ONE encode_crops call."""
+    def features(
+        self, image: np.ndarray, config: DenseConfig, regions: RegionMap | None = None
+    ) -> PatchFeatures:
+        """uint8 [H, W, 3] RGB → every window's patch features, in ONE encode_crops call; with `regions`
+        (image frame) the last block's attention is restricted to each patch's region (issue 26)."""
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, image.shape
         network = sclip_preprocess(image, config.short_side, config.long_cap)  # [3, h, w]
-        return window_features(self.crops, network, config, image_hw=image.shape[:2])
+        return window_features(self.crops, network, config, image_hw=image.shape[:2], regions=regions)
 
     def dense_map(
         self,
@@ -176,10 +180,15 @@ def check_same_source(features: PatchFeatures, text: TextFeatures, config: Dense
 
 
 def window_features(
-    crops: CropEncoderLike, network: np.ndarray, config: DenseConfig, image_hw: tuple[int, int]
+    crops: CropEncoderLike,
+    network: np.ndarray,
+    config: DenseConfig,
+    image_hw: tuple[int, int],
+    regions: RegionMap | None = None,
 ) -> PatchFeatures:
     """The patch features of every sliding window of `network`, float32 [3, h, w] CLIP-normalised (network
-    frame), in one `encode_crops` call; `image_hw` is the image frame the logits go back to."""
+    frame), in one `encode_crops` call; `image_hw` is the image frame the logits go back to. With `regions`
+    (a RegionMap of the image frame), one `encode_crops_with_regions` call with each patch's region id."""
     _, height, width = network.shape
     if min(height, width) < crops.patch_size:
         raise InputImageError(
@@ -187,8 +196,12 @@ def window_features(
             "patch: use a larger image or a larger short side"
         )
     windows = tuple(slide_windows(height, width, config.crop, config.stride))
-    batch = np.stack([network[:, y0:y1, x0:x1] for y0, y1, x0, x1 in windows])  # [N, 3, ch, cw]
-    features = np.asarray(crops.encode_crops(np.ascontiguousarray(batch)), dtype=np.float32)
+    batch = np.ascontiguousarray(np.stack([network[:, y0:y1, x0:x1] for y0, y1, x0, x1 in windows]))
+    if regions is None:
+        features = np.asarray(crops.encode_crops(batch), dtype=np.float32)  # [N, L, D]
+    else:
+        ids = patch_regions(regions, windows, (int(height), int(width)), crops.patch_size)  # [N, L]
+        features = np.asarray(_region_encoder(crops)(batch, ids), dtype=np.float32)
     return PatchFeatures(
         features=features,
         windows=windows,
@@ -197,7 +210,19 @@ def window_features(
         geometry=geometry(config),
         patch_size=int(crops.patch_size),
         weights=crops.weights_id,
+        regions="" if regions is None else regions.key,
     )
+
+
+def _region_encoder(crops: CropEncoderLike) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The encoder's `encode_crops_with_regions`, or a ClipsamError when it has none."""
+    encode = getattr(crops, "encode_crops_with_regions", None)
+    if encode is None:
+        raise ClipsamError(
+            "this SCLIP tower has no region-restricted variant (--regions): re-export the artifacts with "
+            "`clipsam export` (it writes sclip_tower_regions.onnx)"
+        )
+    return encode
 
 
 def window_logits(features: PatchFeatures, text_features: np.ndarray) -> np.ndarray:

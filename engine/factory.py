@@ -20,7 +20,7 @@ from clipsam.engine.backends import (  # noqa: F401  (the registry's queries, re
     resolve_pipeline_name,
 )
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.model_choice import ModelChoice
+from clipsam.engine.models.choice import ModelChoice
 from clipsam.engine.pipeline import Pipeline
 
 
@@ -35,11 +35,15 @@ def load_pipeline(
     models: ModelChoice | None = None,
     text_bank=None,
     stages: tuple[str, ...] = ("dense", "masks"),
+    log=None,
 ) -> Pipeline:
     """A Pipeline on `backend` (or a variant name such as "onnxruntime-faithful").
 
     artifacts: a `clipsam export` folder (graph backends); the folder decides which stages exist (`--only`).
-    models: the weights (torch reference), default: seeded random weights of the default models.
+        None: the engine cache's folder for `models` and `stages` (engine/models/engines.py), exported on
+        first use (with --precision fast, with the int8 copies), progress on `log` (default: stderr).
+    models: the weights (the torch reference, or the cached engine's), default: seeded random weights of the
+        default models.
     precision: "exact" (fp32) or "fast" (reduced precision chosen from the CPU: engine/precision.py).
     providers: onnxruntime execution providers ("auto" or a comma-separated list).
     decoder: "auto" / "fast" / "faithful" (SAM2 decoder form of the exported graphs).
@@ -55,17 +59,22 @@ def load_pipeline(
     module = importlib.import_module(info.module)
     if not info.needs_artifacts:
         if artifacts is not None:
-            raise ClipsamError("--artifacts is for exported backends: add --backend onnxruntime")
+            raise ClipsamError(
+                "--artifacts is for exported backends (onnxruntime, openvino, tensorrt), not --backend torch"
+            )
         return module.load_pipeline(
             models or ModelChoice(clip_random=True, sam_random=True), text_bank, stages
         )
-    if artifacts is None:
-        raise ClipsamError(
-            f"--backend {info.name} runs exported artifacts: pass --artifacts DIR (see `clipsam export`)"
-        )
     from clipsam.engine.artifacts import pipeline_from_artifacts
 
-    return pipeline_from_artifacts(artifacts, info, module, providers=providers, **options)
+    engine = None
+    if artifacts is None:
+        from clipsam.engine.models.engines import cached_engine
+
+        choice = models or ModelChoice(clip_random=True, sam_random=True)
+        engine = cached_engine(choice, int8=options["precision"] == "fast", stages=stages, log=log)
+        artifacts = engine.path
+    return pipeline_from_artifacts(artifacts, info, module, providers=providers, engine=engine, **options)
 
 
 def load_reference_pipeline(

@@ -39,8 +39,11 @@ STATIC_INT8_GRAPHS = MappingProxyType(
 # optional (exports before issue 16 lack it): CLIP's text tower, token ids -> text features, for words not in
 # the exported text bank; its entry names the BPE vocabulary file it reads ("vocabulary_file").
 TEXT_GRAPH = "text_encoder"
+# optional (exports before issue 26 lack it): SCLIP's tower with region-restricted attention in its last
+# block, crops + patch_regions int32 [N, L] -> patch features; the accuracy mode (`--regions`) runs it.
+REGIONS_GRAPH = "sclip_tower_regions"
 INT8_COPIES = (*INT8_GRAPHS.values(), *STATIC_INT8_GRAPHS.values())  # what `clipsam export --int8` adds
-KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_COPIES, TEXT_GRAPH)
+KNOWN_GRAPHS = (*GRAPHS, *FAST_DECODER_GRAPHS, *INT8_COPIES, TEXT_GRAPH, REGIONS_GRAPH)
 PRECISIONS = ("exact", "fast")
 
 

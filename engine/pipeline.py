@@ -19,6 +19,7 @@ from clipsam.engine.dense_clip import DenseConfig, RefineLogits
 from clipsam.engine.errors import ClipsamError
 from clipsam.engine.merge import merge_candidates, merge_rles
 from clipsam.engine.prompts import extract_prompts, prompt_class_names, user_prompt_groups
+from clipsam.engine.regions import RegionOptions, region_prompts, regions_from_candidates, vote
 from clipsam.engine.stages import DenseStage, MaskStage
 from clipsam.engine.types import (
     DenseMap,
@@ -26,6 +27,7 @@ from clipsam.engine.types import (
     MaskCandidates,
     PatchFeatures,
     Prompts,
+    RegionMap,
     RleCandidates,
     Segment,
     SegmentationResult,
@@ -45,6 +47,7 @@ class SegmentOptions:
     iou_threshold: float = 0.8
     max_prompts: int | None = None
     use_boxes: bool = False
+    regions: RegionOptions | None = None  # the accuracy mode (issue 26, `--regions`); None = off
 
 
 def default_dense_config(vocabulary: Vocabulary) -> DenseConfig:
@@ -145,10 +148,24 @@ class Pipeline:
         """CLIP text features of the vocabulary's queries."""
         return self.dense_stage.text(vocabulary)
 
-    def features(self, image: np.ndarray, config: DenseConfig | None = None) -> PatchFeatures:
+    def features(
+        self, image: np.ndarray, config: DenseConfig | None = None, regions: RegionMap | None = None
+    ) -> PatchFeatures:
         """SCLIP's patch features of uint8 [H, W, 3] RGB `image` (vocabulary-free; config: resize and
-        windows, default short side 336)."""
-        return self.dense_stage.features(image, config or DenseConfig())
+        windows, default short side 336); with `regions` the last block attends within regions (issue 26)."""
+        if regions is None:  # plain SCLIP: the protocol's two-argument call, as every stage implements it
+            return self.dense_stage.features(image, config or DenseConfig())
+        return self.dense_stage.features(image, config or DenseConfig(), regions)
+
+    def regions(self, embedding: ImageEmbedding, options: RegionOptions) -> RegionMap:
+        """SAM2's class-agnostic regions of the embedded image: the grid prompts decoded in one call, kept,
+        de-duplicated and painted (engine/regions.py)."""
+        prompts = region_prompts(embedding.image_hw, options)
+        return regions_from_candidates(self.decode(embedding, prompts), embedding.image_hw, options)
+
+    def vote(self, dense: DenseMap, regions: RegionMap) -> DenseMap:
+        """The dense map's pred corrected by a majority vote inside each region (probabilities kept)."""
+        return vote(dense, regions)
 
     def dense_map(
         self,
@@ -197,10 +214,21 @@ class Pipeline:
 
     # --- compositions -----------------------------------------------------------------------------------
 
-    def dense(self, image: np.ndarray, vocabulary: Vocabulary, config: DenseConfig | None = None) -> DenseMap:
-        """SCLIP's dense class map of uint8 [H, W, 3] RGB `image`: text, features, dense_map."""
+    def dense(
+        self,
+        image: np.ndarray,
+        vocabulary: Vocabulary,
+        config: DenseConfig | None = None,
+        regions: RegionOptions | None = None,
+    ) -> DenseMap:
+        """SCLIP's dense class map of uint8 [H, W, 3] RGB `image`: text, features, dense_map; with `regions`
+        (the accuracy mode) embed, regions, features with regions, dense_map, vote."""
         config = config or default_dense_config(vocabulary)
-        return self.dense_map(self.features(image, config), self.text(vocabulary), config)
+        if regions is None:
+            return self.dense_map(self.features(image, config), self.text(vocabulary), config)
+        region_map = self.regions(self.embed(image), regions)
+        dense = self.dense_map(self.features(image, config, region_map), self.text(vocabulary), config)
+        return self.vote(dense, region_map)
 
     def segment(
         self,
@@ -217,18 +245,45 @@ class Pipeline:
         self.mask_stage  # noqa: B018 - before SCLIP runs: a pipeline without SAM2 fails at once
         with timer.stage("text"):
             text = self.text(vocabulary)
-        with timer.stage("sclip"):
-            dense = self.dense_map(self.features(image, config), text, config)
+        if options.regions is None:
+            with timer.stage("sclip"):
+                dense = self.dense_map(self.features(image, config), text, config)
+            embedding = None
+        else:
+            dense, embedding = self._dense_with_regions(image, text, config, options.regions, timer)
         with timer.stage("prompts"):
             prompts = self.prompts(dense, options, has_background(vocabulary))
         timer.count("prompts", len(prompts))
-        with timer.stage("sam2_encoder"):
-            embedding = self.embed(image) if len(prompts) else None
+        if embedding is None:
+            with timer.stage("sam2_encoder"):
+                embedding = self.embed(image) if len(prompts) else None
         with timer.stage("sam2_decoder"):
             candidates = None if embedding is None else self.decode(embedding, prompts, options.use_boxes)
         with timer.stage("merge"):
             segments = () if candidates is None else self.merge(candidates, options, vocabulary.class_names)
-        return self._result(image, vocabulary.class_names, segments, timer)
+        models = None if options.regions is None else {**self.models, "regions": options.regions.record()}
+        return self._result(image, vocabulary.class_names, segments, timer, models)
+
+    def _dense_with_regions(
+        self,
+        image: np.ndarray,
+        text: TextFeatures,
+        config: DenseConfig,
+        options: RegionOptions,
+        timer: StageTimer,
+    ) -> tuple[DenseMap, ImageEmbedding]:
+        """The accuracy mode's stages, timed: embed, regions, features with regions + dense map, vote.
+        The embedding is returned for the prompts' decode (SAM2's encoder runs once)."""
+        with timer.stage("sam2_encoder"):
+            embedding = self.embed(image)
+        with timer.stage("regions_decode"):
+            region_map = self.regions(embedding, options)
+        timer.count("regions", region_map.count)
+        with timer.stage("sclip"):
+            dense = self.dense_map(self.features(image, config, region_map), text, config)
+        with timer.stage("regions_vote"):
+            dense = self.vote(dense, region_map)
+        return dense, embedding
 
     def segment_with_prompts(
         self,
@@ -260,7 +315,12 @@ class Pipeline:
         return self._result(image, names, segments, timer)
 
     def _result(
-        self, image: np.ndarray, class_names: tuple[str, ...], segments: Segments, timer: StageTimer
+        self,
+        image: np.ndarray,
+        class_names: tuple[str, ...],
+        segments: Segments,
+        timer: StageTimer,
+        models: dict | None = None,
     ) -> SegmentationResult:
         height, width = image.shape[:2]
         return SegmentationResult(
@@ -269,7 +329,7 @@ class Pipeline:
             class_names=class_names,
             segments=segments,
             random_weights=self.random_weights,
-            models=self.models,
+            models=self.models if models is None else models,
             timings_ms=timer.finish(),
             counts={**timer.counts, "segments": len(segments)},
         )

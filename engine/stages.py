@@ -24,6 +24,7 @@ from clipsam.engine.types import (
     MaskCandidates,
     PatchFeatures,
     Prompts,
+    RegionMap,
     RleCandidates,
     TextFeatures,
 )
@@ -38,6 +39,9 @@ class CropEncoder(Protocol):
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         """float32 [N, 3, h, w] CLIP-normalised crops → float32 [N, (h//p)·(w//p), D] patch features."""
+
+    # Optional (the accuracy mode, issue 26): `encode_crops_with_regions(crops, patch_regions int32 [N, L])`,
+    # the same features with the last block's attention restricted to each patch's region.
 
 
 class TextEncoder(Protocol):
@@ -56,8 +60,11 @@ class DenseStage(Protocol):
 
     def text(self, vocabulary: Vocabulary) -> TextFeatures: ...
 
-    def features(self, image: np.ndarray, config: DenseConfig) -> PatchFeatures:
-        """uint8 [H, W, 3] RGB → the patch features of every window (config's resize and windows)."""
+    def features(
+        self, image: np.ndarray, config: DenseConfig, regions: RegionMap | None = None
+    ) -> PatchFeatures:
+        """uint8 [H, W, 3] RGB → the patch features of every window (config's resize and windows); with
+        `regions` the last block's attention stays within each patch's region (issue 26)."""
 
     def dense_map(
         self,

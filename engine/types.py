@@ -53,6 +53,7 @@ class PatchFeatures:
     windows: N (y0, y1, x0, x1) windows in the network frame, row-major (as `slide_windows` gives them).
     network_hw: the network frame's size; image_hw: the image frame's size (H, W).
     geometry: the resize and windows that made them; patch_size: p; weights: id of the CLIP weights.
+    regions: "" for SCLIP's plain last block, else the RegionMap key whose regions restricted its attention.
     """
 
     features: np.ndarray
@@ -62,6 +63,7 @@ class PatchFeatures:
     geometry: WindowGeometry
     patch_size: int
     weights: str
+    regions: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -86,6 +88,32 @@ class ImageEmbedding:
     @property
     def nbytes(self) -> int:
         return int(sum(array.nbytes for array in self.arrays.values()))
+
+
+@dataclass(frozen=True)
+class RegionMap:
+    """SAM2's class-agnostic regions of one image (issue 26's accuracy mode: engine/regions.py).
+
+    labels: int32 [H, W] image frame; 0 = a pixel in no kept mask, r = 1..R the r-th mask painted (masks are
+        painted in ascending area order, so a larger mask overwrites a smaller one; a region may be covered
+        entirely and have no pixel left).
+    iou: float32 [R], SAM2's predicted IoU of region r's mask at index r - 1.
+    settings: how they were made, as the JSON's models.regions records it (source, points per side,
+        thresholds); `key` names them in one string.
+    """
+
+    labels: np.ndarray
+    iou: np.ndarray
+    settings: Mapping[str, object]
+
+    @property
+    def count(self) -> int:
+        """R, the number of regions painted."""
+        return int(self.iou.shape[0])
+
+    @property
+    def key(self) -> str:
+        return ",".join(f"{name}={value}" for name, value in self.settings.items())
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """`clipsam export`: the ONNX graphs of SCLIP and / or SAM2, text features and the manifest, in one folder.
 
-Order matters for atomicity: the old manifest is removed first, each graph is written to a temp file and
+Order matters for atomicity: every checkpoint is loaded and checked first (a bad one leaves the folder as it
+was), then the old manifest is removed, each graph is written to a temp file and
 renamed, and the manifest (with every graph's sha256) is written last. A folder whose export was interrupted
 has no manifest, or one whose digests do not match, and the runtime refuses it.
 """
@@ -17,7 +18,14 @@ import numpy as np
 
 from clipsam import __version__
 from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY
-from clipsam.engine.manifest import MANIFEST_NAME, TEXT_GRAPH, file_digest, package_versions, write_manifest
+from clipsam.engine.manifest import (
+    MANIFEST_NAME,
+    REGIONS_GRAPH,
+    TEXT_GRAPH,
+    file_digest,
+    package_versions,
+    write_manifest,
+)
 from clipsam.engine.text.bank import TextBank
 from clipsam.engine.transforms import CLIP_MEAN_255, CLIP_STD_255, SAM2_IMAGE_SIZE, SAM2_MEAN, SAM2_STD
 from clipsam.engine.vocabulary import BACKGROUND_SYNONYMS
@@ -25,6 +33,7 @@ from clipsam.export.clip_model import SclipModel, load_sclip
 from clipsam.export.onnx_sam2_decoder import export_sam2_decoder
 from clipsam.export.onnx_sam2_encoder import export_sam2_encoder
 from clipsam.export.onnx_sclip import export_sclip_tower
+from clipsam.export.onnx_sclip_regions import export_sclip_region_tower
 from clipsam.export.onnx_text import copy_vocabulary_file, export_text_encoder
 from clipsam.export.onnx_utils import OPSET, io_specs, pin_output_dims_by_running
 from clipsam.export.registry import DEFAULT_CLIP
@@ -68,20 +77,26 @@ def export_artifacts(request: ExportRequest, log=print) -> dict:
     unknown = set(request.models) - set(EXPORTABLE)
     assert request.models and not unknown, f"models must be a non-empty subset of {EXPORTABLE}"
     out = Path(request.out_dir)
+    # Every checkpoint is read and checked before the folder is touched: a bad one leaves the old export.
+    sclip = sam = None
+    start = time.perf_counter()
+    if "sclip" in request.models:
+        sclip = load_sclip(request.clip_checkpoint, random_weights=request.clip_random, seed=request.seed)
+    if "sam2" in request.models:
+        sam = build_sam2_model(
+            request.sam_model, request.sam_checkpoint, random_weights=request.sam_random, seed=request.seed
+        )
+    log(f"loaded the weights in {time.perf_counter() - start:.1f} s")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     graphs, models, extra = {}, {}, {}
-    if "sclip" in request.models:
-        sclip = load_sclip(request.clip_checkpoint, random_weights=request.clip_random, seed=request.seed)
+    if sclip is not None:
         graphs.update(_export_sclip(sclip, out, log))
         graphs.update(_export_text_encoder(sclip, out, log))
         embed_text(sclip, out / TEXT_DIR, (*DEFAULT_QUERIES, *request.queries))
         models["sclip"] = _model_entry(DEFAULT_CLIP, sclip.arch.describe(), sclip, request.seed)
         extra["text_features"] = {"dir": TEXT_DIR, "templates": "openai-imagenet-80"}
-    if "sam2" in request.models:
-        sam = build_sam2_model(
-            request.sam_model, request.sam_checkpoint, random_weights=request.sam_random, seed=request.seed
-        )
+    if sam is not None:
         graphs.update(_export_sam2(sam, out, log))
         models["sam2"] = _model_entry(sam.name, sam.spec.arch, sam, request.seed)
     record = {
@@ -105,7 +120,9 @@ def _export_sclip(sclip: SclipModel, out: Path, log) -> dict:
     """The SCLIP tower graph's manifest entry (with its patch size and preprocessing)."""
     entry = _timed_export("sclip_tower", lambda path: export_sclip_tower(sclip, path), out, log)
     entry.update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
-    return {"sclip_tower": entry}
+    regions = _timed_export(REGIONS_GRAPH, lambda path: export_sclip_region_tower(sclip, path), out, log)
+    regions.update(patch_size=sclip.patch_size, preprocessing=_clip_preprocessing(sclip))
+    return {"sclip_tower": entry, REGIONS_GRAPH: regions}
 
 
 def _export_text_encoder(sclip: SclipModel, out: Path, log) -> dict:

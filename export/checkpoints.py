@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,13 +57,28 @@ def load_checkpoint(path: Path | str, what: str) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{what} checkpoint '{path}' is empty")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = _torch_load(path)
     except PermissionError as err:
         raise CheckpointError(f"cannot read {what} checkpoint '{path}': {err.strerror}") from err
     except LOAD_ERRORS as err:
         message = f"{what} checkpoint '{path}' is corrupt or not a torch file ({first_line(err)})"
         raise CheckpointError(message) from err
     return _unwrap_state_dict(loaded, path, what)
+
+
+def _torch_load(path: Path):
+    """torch.load(weights_only=True). torch's warnings are passed on as torch's own (the CLI shows them only
+    with -v): its TorchScript-archive warning names the caller's line, which would make it read as ours."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    finally:  # outside the recording block: a warning re-emitted inside it would be recorded again
+        for item in caught:
+            torch_file = "TorchScript archive" in str(item.message)
+            filename = torch.serialization.__file__ if torch_file else item.filename
+            warnings.warn_explicit(item.message, item.category, filename, item.lineno)
 
 
 def is_torchscript_archive(path: Path) -> bool:

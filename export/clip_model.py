@@ -172,10 +172,13 @@ def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
     return dict(module.state_dict())
 
 
-def correlative_self_attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+def correlative_self_attention(
+    attn: torch.nn.MultiheadAttention, x: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """SCLIP's CSA with the weights of `attn`. x: float32 [N, T, C] (batch first) -> [N, T, C].
 
-    A = softmax(q qᵀ · s) + softmax(k kᵀ · s), s = head_dim^-0.5; output = out_proj(A v).
+    A = softmax(q qᵀ · s + M) + softmax(k kᵀ · s + M), s = head_dim^-0.5; output = out_proj(A v).
+    bias: M, float32 [N, 1, T, T] (0 or -inf, see `region_attention_bias`); None = SCLIP's CSA (no M).
     """
     batch, tokens, width = x.shape
     heads = attn.num_heads
@@ -183,10 +186,24 @@ def correlative_self_attention(attn: torch.nn.MultiheadAttention, x: torch.Tenso
     scale = head_dim**-0.5
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, T, 3C]
     q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each [N, H, T, hd]
-    weights = torch.softmax(q @ q.transpose(-1, -2) * scale, dim=-1)
-    weights = weights + torch.softmax(k @ k.transpose(-1, -2) * scale, dim=-1)  # [N, H, T, T]
+    q_logits, k_logits = q @ q.transpose(-1, -2) * scale, k @ k.transpose(-1, -2) * scale  # [N, H, T, T]
+    if bias is not None:
+        q_logits, k_logits = q_logits + bias, k_logits + bias
+    weights = torch.softmax(q_logits, dim=-1) + torch.softmax(k_logits, dim=-1)  # [N, H, T, T]
     out = (weights @ v).transpose(1, 2).reshape(batch, tokens, width)  # [N, T, C]
     return attn.out_proj(out)
+
+
+def region_attention_bias(patch_regions: torch.Tensor) -> torch.Tensor:
+    """Issue 26's mask M: patch_regions int [N, L] (0 = no region) -> float32 [N, 1, 1 + L, 1 + L], CLS first.
+
+    M[i, j] = 0 when tokens i and j share a non-zero region or either is in region 0 (the CLS token counts as
+    region 0: it attends and is attended as in SCLIP), -inf otherwise: log of the allowed pattern, exactly.
+    """
+    ids = torch.cat([patch_regions[:, :1] * 0, patch_regions], dim=1)  # [N, 1 + L], CLS = 0
+    free = ids == 0
+    allowed = (ids[:, :, None] == ids[:, None, :]) | free[:, :, None] | free[:, None, :]  # [N, T, T]
+    return torch.log(allowed.to(torch.float32))[:, None]
 
 
 class SclipModel(torch.nn.Module):
@@ -218,9 +235,10 @@ class SclipModel(torch.nn.Module):
         assert tuple(patch_table.shape[-2:]) == (grid_h, grid_w), patch_table.shape
         return torch.cat([table[:1], patch_table.permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1)])
 
-    def dense_tokens(self, crops: torch.Tensor) -> torch.Tensor:
+    def dense_tokens(self, crops: torch.Tensor, patch_regions: torch.Tensor | None = None) -> torch.Tensor:
         """crops float32 [N, 3, H, W] -> [N, 1 + L, D] final tokens (CLS first), CSA in the last block,
-        after ln_post and proj, not normalised. L = (H // patch) * (W // patch), row-major patch order."""
+        after ln_post and proj, not normalised. L = (H // patch) * (W // patch), row-major patch order.
+        patch_regions: int [N, L] region id of each patch (issue 26): the CSA is restricted to regions."""
         visual = self.clip.visual
         patches = visual.conv1(crops)  # [N, C, gh, gw]
         grid_h, grid_w = patches.shape[-2:]
@@ -231,13 +249,18 @@ class SclipModel(torch.nn.Module):
         *blocks, last = visual.transformer.resblocks
         for block in blocks:
             x = block(x)
-        x = x + last.ls_1(correlative_self_attention(last.attn, last.ln_1(x)))
+        bias = None if patch_regions is None else region_attention_bias(patch_regions)
+        x = x + last.ls_1(correlative_self_attention(last.attn, last.ln_1(x), bias))
         x = x + last.ls_2(last.mlp(last.ln_2(x)))
         return visual.ln_post(x) @ visual.proj  # [N, 1 + L, D]
 
     def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """crops float32 [N, 3, H, W] -> L2-normalised patch features [N, L, D] (CLS dropped)."""
         return F.normalize(self.dense_tokens(crops), dim=-1)[:, 1:]
+
+    def encode_crops_with_regions(self, crops: torch.Tensor, patch_regions: torch.Tensor) -> torch.Tensor:
+        """`encode_crops` with region-restricted CSA: patch_regions int [N, L] -> [N, L, D] (issue 26)."""
+        return F.normalize(self.dense_tokens(crops, patch_regions), dim=-1)[:, 1:]
 
     # --- text ---------------------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> torch.Tensor:

@@ -16,21 +16,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clipsam.engine.errors import DownloadError
+from clipsam.engine.models.zoo import ModelSpec, checkpoint_path, default_checkpoint_dir  # noqa: F401
 from clipsam.engine.outputs import new_file_mode
 from clipsam.export.checkpoints import file_sha256
-from clipsam.export.registry import ModelSpec
 
 _CHUNK = 1 << 20
 ProgressFn = Callable[[int, int | None], None]
-
-
-def default_checkpoint_dir() -> Path:
-    """Where checkpoints live: $CLIPSAM_CHECKPOINT_DIR, else ./checkpoints."""
-    return Path(os.environ.get("CLIPSAM_CHECKPOINT_DIR", "checkpoints"))
-
-
-def checkpoint_path(spec: ModelSpec, directory: Path | None = None) -> Path:
-    return (directory or default_checkpoint_dir()) / spec.filename
 
 
 def download(

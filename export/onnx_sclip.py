@@ -49,12 +49,17 @@ def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int) -
     return _merge_heads(attn, weights @ v, tokens)
 
 
-def _correlative_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int) -> torch.Tensor:
-    """SCLIP's CSA: out_proj((softmax(q qᵀ · s) + softmax(k kᵀ · s)) v). x [N, T, C] -> [N, T, C]."""
+def _correlative_self_attention(
+    attn: nn.MultiheadAttention, x: torch.Tensor, tokens: int, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SCLIP's CSA: out_proj((softmax(q qᵀ · s + M) + softmax(k kᵀ · s + M)) v). x [N, T, C] -> [N, T, C];
+    bias: M float32 [N, 1, T, T] (issue 26's region mask), None = no M."""
     scale = (attn.embed_dim // attn.num_heads) ** -0.5
     q, k, v = _split_heads(attn, x, tokens)  # each [N, heads, T, hd]
-    weights = torch.softmax(q @ q.transpose(-1, -2) * scale, dim=-1)
-    weights = weights + torch.softmax(k @ k.transpose(-1, -2) * scale, dim=-1)  # [N, heads, T, T]
+    q_logits, k_logits = q @ q.transpose(-1, -2) * scale, k @ k.transpose(-1, -2) * scale
+    if bias is not None:
+        q_logits, k_logits = q_logits + bias, k_logits + bias
+    weights = torch.softmax(q_logits, dim=-1) + torch.softmax(k_logits, dim=-1)  # [N, heads, T, T]
     return _merge_heads(attn, weights @ v, tokens)
 
 
@@ -82,6 +87,10 @@ class SclipTowerGraph(nn.Module):
         self.register_buffer("token_embedding", table, persistent=False)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.tower(crops, None)
+
+    def tower(self, crops: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """crops [N, 3, crop, crop] -> patch features [N, L, D]; bias: the last block's M (or None)."""
         visual = self.visual
         width = visual.class_embedding.shape[0]
         patches = visual.conv1(crops).reshape(-1, width, self.tokens - 1).transpose(1, 2)  # [N, L, C]
@@ -94,7 +103,7 @@ class SclipTowerGraph(nn.Module):
         for block in blocks:
             x = x + block.ls_1(_self_attention(block.attn, block.ln_1(x), self.tokens))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
-        x = x + last.ls_1(_correlative_self_attention(last.attn, last.ln_1(x), self.tokens))
+        x = x + last.ls_1(_correlative_self_attention(last.attn, last.ln_1(x), self.tokens, bias))
         x = x + last.ls_2(last.mlp(last.ln_2(x)))
         patch_tokens = x[:, 1 : self.tokens]  # [N, L, C]; explicit end: an open one leaves L unknown to ONNX
         features = visual.ln_post(patch_tokens) @ visual.proj  # [N, L, D]; ln_post acts per token

@@ -8,8 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _cleanup, _rle_ops, _rle_sets
+from ._lazy import LazyModule
 from .rle import Rle, _strings, decode_counts
+
+_cleanup = LazyModule("clipsam.kernels._cleanup")  # numba: imported on first call
+_rle_ops = LazyModule("clipsam.kernels._rle_ops")  # numba: imported on first call
+_rle_sets = LazyModule("clipsam.kernels._rle_sets")  # numba: imported on first call
 
 
 def _scores_array(scores: Sequence[float] | np.ndarray, n: int) -> np.ndarray:

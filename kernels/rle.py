@@ -17,7 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _rle_codec, _rle_ops, _rle_sets
+from ._lazy import LazyModule
+
+_rle_codec = LazyModule("clipsam.kernels._rle_codec")  # numba: imported on first call
+_rle_ops = LazyModule("clipsam.kernels._rle_ops")  # numba: imported on first call
+_rle_sets = LazyModule("clipsam.kernels._rle_sets")  # numba: imported on first call
 
 Rle = dict
 

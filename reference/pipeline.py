@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from clipsam.engine.dense_clip import SclipStage
-from clipsam.engine.model_choice import DEFAULT_CLIP, ModelChoice
+from clipsam.engine.models.choice import DEFAULT_CLIP, ModelChoice
 from clipsam.engine.pipeline import Pipeline
 from clipsam.engine.text.bank import TextBank
 from clipsam.export.clip_model import load_sclip

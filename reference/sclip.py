@@ -44,6 +44,13 @@ class TorchSclip:
             batch = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)
             return self.model.encode_crops(batch).float().cpu().numpy()
 
+    def encode_crops_with_regions(self, crops: np.ndarray, patch_regions: np.ndarray) -> np.ndarray:
+        """`encode_crops` with the last block restricted to regions: patch_regions int32 [N, L] (issue 26)."""
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)
+            ids = torch.from_numpy(np.ascontiguousarray(patch_regions, dtype=np.int32)).to(self.device)
+            return self.model.encode_crops_with_regions(batch, ids).float().cpu().numpy()
+
     def encode(self, queries: Sequence[str]) -> np.ndarray:
         """Q query words -> float32 [Q, D] template-ensembled text features, cached on disk."""
         return self.text_bank.get(self.weights_id, list(queries), self._encode_uncached)

@@ -2,7 +2,8 @@
 deployments and write the same JSON as `clipsam segment --json`.
 
 Status codes: 400 bad input (one-line JSON {"error": …}), 413 body or image too large, 415 other content
-types, 503 a stage unavailable (a replica died or is restarting: retry), 504 request timeout.
+types, 503 a stage unavailable (a replica died or is restarting) or the service draining (retry), 504 request
+timeout. /openapi.json is built by serve/openapi.py from the same definitions the parser enforces.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations (Request) at runtime.
@@ -14,31 +15,36 @@ import time
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from starlette.exceptions import HTTPException
 
 from clipsam.engine.errors import ClipsamError
 from clipsam.serve.cache import image_key
 from clipsam.serve.config import ServeConfig
 from clipsam.serve.metrics import CONTENT_TYPE, ServiceMetrics
-from clipsam.serve.openapi import DENSE_DOC, SEGMENT_DOC
-from clipsam.serve.requests import RequestError, parse_request, segment_options
+from clipsam.serve.openapi import openapi_document
+from clipsam.serve.requests import RequestError, dense_format, parse_request, segment_options
 
 UNAVAILABLE = (RayActorError, ActorUnavailableError, DeploymentUnavailableError, ReplicaUnavailableError)
 READY_TIMEOUT_S = 10.0
 TIMING_ORDER = ("text", "sclip", "prompts", "sam2_encoder", "sam2_decoder", "merge")
 
-api = FastAPI(
-    title="clipsam",
-    summary="Open-vocabulary segmentation: SCLIP dense maps prompt SAM2.",
-    version="1",
-)
+DRAINING = "the service is shutting down: retry"
+api = FastAPI(title="clipsam", version="1", openapi_url=None, docs_url=None, redoc_url=None)
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
+
+
+@api.exception_handler(HTTPException)
+async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
+    """Starlette's own answers (404 unknown path, 405 with its Allow header) as one-line JSON errors too."""
+    return error_response(err.status_code, str(err.detail), dict(err.headers or {}))
 
 
 def user_message(err: BaseException) -> str:
@@ -50,7 +56,7 @@ def user_message(err: BaseException) -> str:
 def error_answer(err: Exception, timeout_s: float) -> tuple[str, int, str, dict | None]:
     """(metrics kind, HTTP status, one-line message, extra headers) of a failed request."""
     if isinstance(err, RequestError):
-        return err.kind, err.status, err.message, None
+        return err.kind, err.status, err.message, {"Retry-After": "1"} if err.status == 503 else None
     if isinstance(err, TimeoutError):
         return "timeout", 504, f"the request took more than {timeout_s:g} s", None
     if isinstance(err, (*UNAVAILABLE, BackPressureError)):
@@ -58,6 +64,11 @@ def error_answer(err: Exception, timeout_s: float) -> tuple[str, int, str, dict 
     if isinstance(err, ClipsamError):
         return "vocabulary", 400, user_message(err), None
     return "internal", 500, f"internal error: {type(err).__name__}: {user_message(err)}", None
+
+
+def replica_id() -> str:
+    context = serve.get_replica_context()
+    return context.replica_tag if hasattr(context, "replica_tag") else str(context.replica_id)
 
 
 def _cache_header(sclip_hit: bool | None, encoder_hit: bool | None) -> str:
@@ -101,15 +112,34 @@ class Ingress:
         self.sclip, self.encoder, self.decoder = sclip, encoder, decoder
         self.metrics = ServiceMetrics()
         self._models: dict | None = None
+        self.draining = False
 
     @api.get("/healthz")
     def healthz(self) -> dict:
         """Alive (the process answers; its pid, for memory checks); says nothing about the models."""
         return {"status": "alive", "pid": os.getpid()}
 
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi(self) -> JSONResponse:
+        return JSONResponse(openapi_document(self.config))
+
+    @api.get("/docs", include_in_schema=False)
+    def docs(self) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="clipsam")
+
+    def drain(self) -> dict:
+        """Stop accepting (readiness false, new requests 503) and say how many requests are in flight."""
+        self.draining = True
+        return {"replica": replica_id(), "in_flight": self.in_flight()}
+
+    def in_flight(self) -> int:
+        return int(self.metrics.in_flight._value.get())
+
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
         """Ready: every stage has a replica whose models are loaded, graphs ran once, kernels compiled."""
+        if self.draining:
+            return JSONResponse({"ready": False, "error": DRAINING}, status_code=503)
         calls = [stage.ready.remote() for stage in (self.sclip, self.encoder, self.decoder)]
         try:
             stages = await asyncio.wait_for(asyncio.gather(*calls), READY_TIMEOUT_S)
@@ -118,28 +148,32 @@ class Ingress:
         return JSONResponse({"ready": all(stage["warm"] for stage in stages), "stages": stages})
 
     @api.get("/v1/models")
-    async def models(self) -> dict:
+    async def models(self) -> Response:
         """The segment JSON's "models" record, random_weights, and the service's limits and deployments."""
-        record = await self._model_record()
+        try:
+            record = await asyncio.wait_for(self._model_record(), self.config.request_timeout_s)
+        except Exception as err:  # a stage replica gone or slow: the one-line error answer
+            _, status, message, headers = error_answer(err, self.config.request_timeout_s)
+            return error_response(status, message, headers)
         settings = {
             "max_pixels": self.config.max_pixels,
             "max_body_bytes": self.config.max_body_bytes,
             "request_timeout_s": self.config.request_timeout_s,
             "cache_bytes_per_replica": self.config.cache_bytes,
         }
-        return {**record, "service": settings}
+        return JSONResponse({**record, "service": settings})
 
     @api.get("/metrics")
     def metrics(self) -> Response:
         """Prometheus text format."""
         return Response(self.metrics.text(), media_type=CONTENT_TYPE)
 
-    @api.post("/v1/segment", openapi_extra=SEGMENT_DOC)
+    @api.post("/v1/segment")
     async def segment(self, request: Request) -> Response:
         """Instances of the vocabulary's classes: exactly the JSON of `clipsam segment --json`."""
         return await self._guarded("segment", request, self._segment)
 
-    @api.post("/v1/dense", openapi_extra=DENSE_DOC)
+    @api.post("/v1/dense")
     async def dense(self, request: Request) -> Response:
         """SCLIP's dense map: PNG of class ids (names in the X-Clipsam-Class-Names header) or npz."""
         return await self._guarded("dense", request, self._dense)
@@ -149,6 +183,8 @@ class Ingress:
         start = time.perf_counter()
         self.metrics.in_flight.inc()
         try:
+            if self.draining:
+                raise RequestError(503, "unavailable", DRAINING)
             body = await self._body(request)
             response = await asyncio.wait_for(handler(request, body), self.config.request_timeout_s)
         except Exception as err:  # the edge of the service: whatever escaped, one line, no traceback
@@ -190,7 +226,7 @@ class Ingress:
         from clipsam.engine.outputs import result_to_json
 
         parsed = await self._parsed(request, body)
-        options = segment_options(parsed.fields)
+        options = segment_options(parsed.fields, parsed.typed)
         key = await asyncio.to_thread(image_key, parsed.image)
         embedding = self.encoder.embed.remote(key, parsed.image) if self.config.overlap_encoders else None
         found = await self.sclip.prompts.remote(key, parsed.image, parsed.vocabulary, options)
@@ -226,9 +262,7 @@ class Ingress:
 
     async def _dense(self, request: Request, body: bytes) -> Response:
         parsed = await self._parsed(request, body, ("format",))
-        kind = str(parsed.fields.get("format", "png")).lower()
-        if kind not in ("png", "npz"):
-            raise RequestError(400, "bad_request", f"format must be png or npz, got {kind!r}")
+        kind = dense_format(parsed.fields)
         key = await asyncio.to_thread(image_key, parsed.image)
         reply = await self.sclip.dense.remote(key, parsed.image, parsed.vocabulary)
         self.metrics.observe_cache("sclip", reply.cache_hit)

@@ -23,7 +23,31 @@ from clipsam.engine.errors import VocabularyError
 from clipsam.engine.image_io import to_rgb_u8
 from clipsam.serve.multipart import MultipartError, parse_multipart
 
-OPTION_FIELDS = ("min_confidence", "min_region_size", "iou_threshold", "max_prompts", "use_boxes")
+INT_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One request option: its type, inclusive range, default and meaning. The parser below enforces it
+    and serve/openapi.py describes it, from this one table."""
+
+    kind: type  # float, int or bool
+    default: object
+    description: str
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+
+
+OPTIONS = {
+    "min_confidence": OptionField(float, 0.7, "a region's SCLIP confidence to become a prompt", 0.0, 1.0),
+    "min_region_size": OptionField(int, 100, "smallest region (pixels) that becomes a prompt", 0, INT_MAX),
+    "iou_threshold": OptionField(float, 0.8, "same-class masks overlapping more are merged", 0.0, 1.0),
+    "max_prompts": OptionField(int, None, "keep at most this many prompts (null: all)", 1, INT_MAX, True),
+    "use_boxes": OptionField(bool, False, "give SAM2 each region's box beside its point"),
+}
+OPTION_FIELDS = tuple(OPTIONS)
+DENSE_FORMATS = ("png", "npz")
 DENSE_FIELDS = ("format",)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
@@ -48,6 +72,7 @@ class ImageRequest:
     vocabulary: Vocabulary
     file: str
     fields: dict
+    typed: bool = True  # JSON values (strict JSON types); False: multipart text fields
 
 
 def parse_request(content_type: str, body: bytes, max_pixels: int, extra_fields: tuple = ()) -> ImageRequest:
@@ -67,8 +92,9 @@ def parse_request(content_type: str, body: bytes, max_pixels: int, extra_fields:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise RequestError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}")
+    vocabulary = request_vocabulary(words)
     image = decode_image(image_bytes, max_pixels)
-    return ImageRequest(image, request_vocabulary(words), file, raw)
+    return ImageRequest(image, vocabulary, file, raw, typed=kind == "application/json")
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -110,19 +136,29 @@ def request_vocabulary(words) -> Vocabulary:
         raise RequestError(400, "vocabulary", str(err)) from None
 
 
-def segment_options(fields: dict) -> SegmentOptions:
-    """SegmentOptions from request fields (JSON values or multipart strings), with the CLI's ranges."""
+def segment_options(fields: dict, typed: bool = False) -> SegmentOptions:
+    """SegmentOptions from request fields under OPTIONS' types and ranges. typed: JSON values, which must
+    have their JSON type (a number, a boolean); else multipart text, parsed."""
     values = {}
-    for name in ("min_confidence", "iou_threshold"):
-        if name in fields:
-            values[name] = _number(fields[name], name, float, 0.0, 1.0)
-    if "min_region_size" in fields:
-        values["min_region_size"] = _number(fields["min_region_size"], "min_region_size", int, 0, None)
-    if fields.get("max_prompts") not in (None, ""):
-        values["max_prompts"] = _number(fields["max_prompts"], "max_prompts", int, 1, None)
-    if "use_boxes" in fields:
-        values["use_boxes"] = _flag(fields["use_boxes"])
+    for name, spec in OPTIONS.items():
+        if name not in fields:
+            continue
+        value = fields[name]
+        if value is None and spec.nullable and typed:
+            values[name] = None
+        elif spec.kind is bool:
+            values[name] = _flag(value, name, typed)
+        else:
+            values[name] = _number(value, name, spec, typed)
     return SegmentOptions(**values)
+
+
+def dense_format(fields: dict) -> str:
+    """The /v1/dense answer's format: "png" (default) or "npz", exactly."""
+    kind = fields.get("format", "png")
+    if kind not in DENSE_FORMATS:
+        raise RequestError(400, "bad_request", f"format must be png or npz, got {kind!r}")
+    return kind
 
 
 def _json_fields(body: bytes) -> tuple[bytes, object, str, dict]:
@@ -170,23 +206,29 @@ def _multipart_fields(content_type: str, body: bytes) -> tuple[bytes, list[str],
     return images[0].data, words, images[0].filename or "upload", raw
 
 
-def _number(value, name: str, kind: type, low, high):
+def _number(value, name: str, spec: OptionField, typed: bool):
+    kind, low, high = spec.kind, spec.low, spec.high
     try:
-        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+        if isinstance(value, bool) or (typed and not isinstance(value, int | float)):
             raise ValueError
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():  # JSON Schema: 3.0 is an integer, 2.5 is not
+                raise ValueError
+            value = int(value)
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RequestError(
             400, "bad_request", f"{name} must be a{'n integer' if kind is int else ' number'}"
         ) from None
     if number != number or (low is not None and number < low) or (high is not None and number > high):
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise RequestError(400, "bad_request", f"{name} must be {bounds}, got {value!r}")
+        raise RequestError(400, "bad_request", f"{name} must be in [{low}, {high}], got {value!r}")
     return number
 
 
-def _flag(value) -> bool:
-    text = value.strip().lower() if isinstance(value, str) else value
-    if isinstance(value, bool) or text in _TRUE + _FALSE:
-        return value if isinstance(value, bool) else text in _TRUE
-    raise RequestError(400, "bad_request", f"use_boxes must be true or false, got {value!r}")
+def _flag(value, name: str, typed: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) and not typed else None
+    if text in _TRUE + _FALSE:
+        return text in _TRUE
+    raise RequestError(400, "bad_request", f"{name} must be true or false, got {value!r}")

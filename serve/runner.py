@@ -18,6 +18,9 @@ from clipsam.serve.config import ServeConfig
 
 LOCAL_IP = "127.0.0.1"
 STARTUP_TIMEOUT_S = 600.0
+DRAIN_TIMEOUT_S = 30.0
+DRAIN_POLL_S = 0.1
+ANSWER_GRACE_S = 1.0  # after the last request left the ingress: its answer crosses the HTTP proxy
 
 
 @dataclass
@@ -27,6 +30,29 @@ class RunningService:
     config: ServeConfig
     url: str
     owns_ray: bool
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> int:
+        """Readiness false and new requests 503 on every ingress replica, then wait (at most timeout_s)
+        for the requests in flight; returns how many of them finished."""
+        from ray import serve
+
+        handle = serve.get_deployment_handle("Ingress", self.config.app_name)
+        ingress = self.config.ingress
+        replicas = ingress.autoscaling["max_replicas"] if ingress.autoscaling else ingress.num_replicas
+        deadline = time.monotonic() + timeout_s
+        at_start: dict[str, int] = {}
+        for _ in range(20 * replicas):  # the handle routes at random: enough calls reach every replica
+            record = handle.drain.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
+            at_start.setdefault(record["replica"], record["in_flight"])
+            if len(at_start) >= replicas:
+                break
+        left = dict(at_start)
+        while sum(left.values()) and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+            record = handle.drain.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
+            left[record["replica"]] = record["in_flight"]
+        time.sleep(ANSWER_GRACE_S)
+        return sum(at_start.values()) - sum(left.values())
 
     def stop(self) -> None:
         """Remove the application; on a Ray instance this process started, stop Serve and Ray too."""

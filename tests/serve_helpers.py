@@ -50,3 +50,36 @@ def post_json(url: str, record: dict, timeout=120):
 
 def without_timings(record: dict) -> dict:
     return {key: value for key, value in record.items() if key != "timings_ms"}
+
+
+def sample_images() -> list[bytes]:
+    """A few small picture files (PNG RGB / grey / RGBA, JPEG) for generated requests."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from clipsam.engine.bench.demo_scene import demo_scene
+
+    pictures = [Image.fromarray(demo_scene(24, 32, seed=seed)) for seed in range(2)]
+    pictures += [pictures[0].convert("L"), pictures[1].convert("RGBA")]
+    files = []
+    for index, picture in enumerate([*pictures, pictures[0]]):
+        stream = io.BytesIO()
+        picture.save(stream, format="JPEG" if index == len(pictures) else "PNG")
+        files.append(stream.getvalue())
+    assert len({np.asarray(Image.open(io.BytesIO(data))).shape for data in files}) > 1
+    return files
+
+
+def register_image_formats() -> None:
+    """schemathesis hooks: the OpenAPI `image` fields (format byte: base64; binary: the file) get real
+    picture files, so a schema-valid request is one the service must accept (a 2xx)."""
+    import base64
+
+    import schemathesis
+    from hypothesis import strategies as st
+
+    files = sample_images()
+    schemathesis.openapi.format("byte", st.sampled_from([base64.b64encode(data).decode() for data in files]))
+    schemathesis.openapi.format("binary", st.sampled_from(files))

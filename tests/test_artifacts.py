@@ -18,7 +18,7 @@ import pytest
 from clipsam.engine.bench.demo_scene import demo_scene
 from clipsam.engine.factory import load_pipeline, load_reference_pipeline
 from clipsam.engine.manifest import MANIFEST_NAME, ArtifactError, read_manifest
-from clipsam.engine.model_choice import ModelChoice
+from clipsam.engine.models.choice import ModelChoice
 from clipsam.engine.pipeline import SegmentOptions, vocabulary_from_words
 from clipsam.export.onnx_utils import forbidden_ops, op_census
 from clipsam.kernels import rle as rle_codec

@@ -44,6 +44,10 @@ class FakeCrops:
         features = np.random.default_rng(0).normal(size=(crops.shape[0], tokens, FEATURE_DIM))
         return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
 
+    def encode_crops_with_regions(self, crops: np.ndarray, patch_regions: np.ndarray) -> np.ndarray:
+        assert patch_regions.shape == (crops.shape[0], (crops.shape[2] // 16) * (crops.shape[3] // 16))
+        return self.encode_crops(crops)
+
 
 class FakeTexts:
     """TextEncoder with random unit features."""
@@ -159,6 +163,10 @@ def test_stage_runners_on_fake_backends(stage):
         "decoder": {"sam2_decoder", "num_prompts"},
         "kernels": {"prompts", "merge", "num_prompts"},
         "end-to-end": {"text", "sclip", "prompts", "sam2_encoder", "sam2_decoder", "merge", "num_prompts"},
+        "regions": {
+            *("text", "sam2_encoder", "regions_decode", "sclip", "regions_vote"),
+            *("prompts", "sam2_decoder", "merge", "num_prompts"),
+        },
     }[stage]
     for timings in result.samples["ours"]:
         assert expected | {"total"} == set(timings)
@@ -274,7 +282,7 @@ def test_plot_writes_a_png(tmp_path):
         (["--backend", "nope"], "unknown backend"),
         (["--compare-to", "nope"], "unknown backend"),
         (["--sam-model", "sam9-giant"], "unknown model"),
-        (["--backend", "onnxruntime"], "--artifacts"),
+        (["--backend", "torch", "--artifacts", "/nonexistent"], "--artifacts"),
         (["--size", "480by640"], "--size"),
         (["--max-regression", "lots"], "--max-regression"),
         (["--baseline", "/nonexistent/base.json"], "cannot read baseline"),
@@ -295,7 +303,7 @@ def test_cli_artifacts_with_checkpoint_clip_need_the_file(artifacts, capsys):
 def test_cli_torch_decoder_run(capsys, tmp_path):
     out = tmp_path / "decoder.json"
     args = ["bench", "--stage", "decoder", "--random-weights", "--runs", "1", "--warmup", "0"]
-    args += ["--prompts", "4", "--size", "96x128"]
+    args += ["--prompts", "4", "--size", "96x128", "--backend", "torch"]
     code, stdout, err = run_cli([*args, "--json", out], capsys)
     assert code == 0, err
     assert "sam2_decoder" in stdout and "RANDOM WEIGHTS" in stdout

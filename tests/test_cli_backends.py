@@ -35,8 +35,8 @@ def test_segment_on_onnxruntime_artifacts(artifacts, street_image, tmp_path, cap
 
 def test_backend_option_errors(street_image, tmp_path, artifacts, capsys):
     base = ["segment", "--image", street_image, *VOCAB, "--output", tmp_path / "o.png"]
-    code, _, err = run_cli([*base, "--backend", "onnxruntime"], capsys)
-    assert_one_line_error(code, err, "pass --artifacts")
+    code, _, err = run_cli([*base, "--backend", "onnxruntime"], capsys)  # the engine of the named weights
+    assert_one_line_error(code, err, "or use --random-weights")
     code, _, err = run_cli([*base, "--backend", "torch", "--artifacts", artifacts], capsys)
     assert_one_line_error(code, err, "--backend onnxruntime")
     code, _, err = run_cli([*base, "--backend", "onnxruntime", "--artifacts", tmp_path], capsys)

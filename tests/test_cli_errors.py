@@ -76,7 +76,10 @@ def test_bad_image(tmp_path, out_dir, capsys, kind, fragment):
         ([], "vocabulary is empty"),
         (["--vocabulary", "car", "--edit", "paint"], "--edit"),
         (["--vocabulary", "car", "--precision", "fp4"], "unknown precision"),
-        (["--vocabulary", "car", "--precision", "fast"], "--precision fast runs on the CPU backends"),
+        (
+            ["--vocabulary", "car", "--precision", "fast", "--backend", "torch"],
+            "--precision fast runs on the CPU",
+        ),
     ],
     ids=[
         "duplicate",

@@ -111,13 +111,13 @@ def test_every_option_has_help(command):
 def test_torch_options_with_artifacts_are_errors(street_image, tmp_path, capsys, extra, flag):
     args = ["segment", "--image", street_image, "-V", "sky", "--artifacts", tmp_path, *extra]
     code, _, err = run_cli([*args, "-o", tmp_path / "o.png"], capsys)
-    assert_one_line_error(code, err, f"{flag} does not apply to --backend onnxruntime")
+    assert_one_line_error(code, err, f"{flag} does not apply to --artifacts")
     assert code == 2 and not (tmp_path / "o.png").exists()
 
 
 def test_providers_with_torch_is_an_error(street_image, tmp_path, capsys):
     args = ["segment", "--image", street_image, "-V", "sky", "--random-weights", "--providers", "cpu"]
-    code, _, err = run_cli([*args, "-o", tmp_path / "o.png"], capsys)
+    code, _, err = run_cli([*args, "--backend", "torch", "-o", tmp_path / "o.png"], capsys)
     assert_one_line_error(code, err, "--providers does not apply to --backend torch")
 
 
@@ -264,6 +264,14 @@ def test_eval_protocol_overrides_reach_the_run(tmp_path, capsys, tiny_clip_check
         tiny_clip_checkpoint,
     ]
     args += ["--logit-scale", "65", "--slide-crop", "112", "--slide-stride", "56", "--num-samples", "1"]
+    # The engine's tower has its crop size fixed at export: another --slide-crop is one line, no file.
+    code, _, err = run_cli([*args, "--output-dir", tmp_path / "engine-out", "--slide-inference"], capsys)
+    *built, last = err.strip().splitlines()  # the engine's build lines (first use), then the one error line
+    assert code == 2 and "Traceback" not in err and not any("error" in line for line in built), err
+    assert last.startswith("clipsam: error: ") and "fixed at export" in last, err
+    assert "keep --slide-crop 224, or use --backend torch" in last
+    assert not (tmp_path / "engine-out" / "results.json").exists()
+    args += ["--backend", "torch"]
     code, out, err = run_cli([*args, "--output-dir", tmp_path / "out", "--slide-inference"], capsys)
     assert code == 0, err
     dense = json.loads((tmp_path / "out" / "results.json").read_text())["config"]["dense_config"]

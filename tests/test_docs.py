@@ -27,7 +27,16 @@ SECTION_COMMANDS = {
     "JSON output": "segment",
     "Evaluation": "eval",
 }
-OTHER_TOOLS = ("cmake", "ctest", "pip", "git", "cd", "ray", "curl")  # flags of these are not clipsam's
+OTHER_TOOLS = (
+    "cmake",
+    "ctest",
+    "pip",
+    "git",
+    "cd",
+    "ray",
+    "curl",
+    "schemathesis",
+)  # flags of these are not clipsam's
 
 
 @cache

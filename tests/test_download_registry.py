@@ -77,7 +77,7 @@ def test_http_error_and_offline_are_one_line(server_url, tmp_path):
 
 def test_cli_download_offline(monkeypatch, tmp_path, capsys):
     offline = {**MODELS, "sclip-vit-b16": replace(MODELS["sclip-vit-b16"], url=_closed_port_url())}
-    monkeypatch.setattr("clipsam.export.registry.MODELS", offline)
+    monkeypatch.setattr("clipsam.engine.models.zoo.MODELS", offline)
     code, _, err = run_cli(["download", "sclip-vit-b16", "--dir", tmp_path], capsys)
     assert_one_line_error(code, err, "cannot reach")
     assert list(tmp_path.iterdir()) == []

@@ -31,11 +31,10 @@ def test_missing_dataset_is_one_line_with_the_layout(tmp_path: Path, capsys):
     ("args", "fragment"),
     [
         (["--dataset", "voc"], "unknown dataset 'voc'"),
-        (["--dataset", "voc21", "--backend", "onnxruntime"], "needs --artifacts"),
+        (["--dataset", "voc21", "--backend", "torch", "--artifacts", "exported"], "drop it"),
         (["--dataset", "voc21", "--device", "tpu"], "unknown --device"),
         (["--dataset", "voc21", "--mode", "vote"], "vote"),
-        (["--dataset", "voc21", "--backend", "openvino"], "--backend openvino needs --artifacts"),
-        (["--dataset", "voc21", "--artifacts", "exported"], "--artifacts is for --backend onnxruntime"),
+        (["--dataset", "voc21", "--artifacts", "exported"], "exported"),
         (["--dataset", "voc21", "--backend", "tflite"], "tflite"),
     ],
 )
@@ -80,7 +79,8 @@ def test_eval_dense_end_to_end_with_the_tiny_clip(tmp_path: Path, capsys, tiny_c
 
 def test_eval_on_exported_artifacts(tmp_path: Path, capsys, tiny_artifacts: Path, tiny_clip_checkpoint: Path):
     """--backend onnxruntime: the factory's pipeline on the session's export (its text folder copied and
-    given the voc20 words, so the session's artifacts stay as they are), in dense and sam-vote mode."""
+    given the voc20 words, so the session's artifacts stay as they are), in dense, sam-vote and regions
+    mode."""
     from clipsam.engine.eval.datasets import benchmark_vocabulary
     from clipsam.engine.manifest import MANIFEST_NAME
 
@@ -102,6 +102,7 @@ def test_eval_on_exported_artifacts(tmp_path: Path, capsys, tiny_artifacts: Path
     for mode, sam_stages in (
         ("dense", set()),
         ("sam-vote", {"prompts", "sam2_encoder", "sam2_decoder", "vote"}),
+        ("regions", {"sam2_encoder", "regions_decode", "regions_vote"}),
     ):
         out = tmp_path / mode
         args = [

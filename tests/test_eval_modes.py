@@ -23,7 +23,7 @@ from tests.conftest import rng_image
 def tiny_dense(golden_dir: Path) -> Pipeline:
     """The torch reference with the golden tiny CLIP, SCLIP only (as `eval` loads it in dense mode)."""
     from clipsam.engine.factory import load_reference_pipeline
-    from clipsam.engine.model_choice import ModelChoice
+    from clipsam.engine.models.choice import ModelChoice
 
     choice = ModelChoice(clip_checkpoint=golden_dir / "sclip_tiny_openai_format.pt")
     return load_reference_pipeline(choice, stages=("dense",))
@@ -151,7 +151,7 @@ def test_sam_modes_need_a_mask_stage(tiny_dense):
 
 def test_sam_modes_with_random_sam2_tiny(golden_dir: Path):
     from clipsam.engine.factory import load_reference_pipeline
-    from clipsam.engine.model_choice import ModelChoice
+    from clipsam.engine.models.choice import ModelChoice
 
     choice = ModelChoice(clip_checkpoint=golden_dir / "sclip_tiny_openai_format.pt", sam_random=True, seed=0)
     pipeline = load_reference_pipeline(choice)

@@ -38,7 +38,8 @@ def test_sclip_only_folder(sclip_only, tiny_clip_checkpoint, street_image, tmp_p
     from clipsam.engine.pipeline import vocabulary_from_words
 
     data = json.loads((sclip_only / "manifest.json").read_text())
-    assert list(data["models"]) == ["sclip"] and list(data["graphs"]) == ["sclip_tower", "text_encoder"]
+    assert list(data["models"]) == ["sclip"]
+    assert list(data["graphs"]) == ["sclip_tower", "sclip_tower_regions", "text_encoder"]
     entry = data["models"]["sclip"]
     assert entry["random_weights"] is False and entry["weights"] == f"sha256:{_sha256(tiny_clip_checkpoint)}"
     assert data["random_weights"] is False and (sclip_only / data["text_features"]["dir"]).is_dir()

@@ -14,6 +14,7 @@ returned to the caller and passed back to `decode`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
@@ -44,16 +45,55 @@ def _best_of_multimask(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
 
 
 class GraphCropEncoder:
-    """SCLIP's image tower graph: crops float32 [N, 3, S, S] → patch features float32 [N, L, D]."""
+    """SCLIP's image tower graph: crops float32 [N, 3, S, S] → patch features float32 [N, L, D].
 
-    def __init__(self, tower: Backend, weights_id: str, patch_size: int):
+    regions_tower: a loader of the `sclip_tower_regions` graph (issue 26), called once, on the first
+    `encode_crops_with_regions`; None when the folder has none (that method is then absent).
+    """
+
+    def __init__(
+        self,
+        tower: Backend,
+        weights_id: str,
+        patch_size: int,
+        regions_tower: Callable[[], Backend] | None = None,
+        crop_size: int | None = None,
+    ):
         self.tower = tower
+        self.crop_size = crop_size  # the graph's fixed crop side (None: not recorded, the graph checks)
         self.weights_id = weights_id
         self.patch_size = patch_size
+        self._regions_loader = regions_tower
+        self._regions_graph: Backend | None = None
+        self._lock = threading.Lock()
+        if regions_tower is None:
+            self.encode_crops_with_regions = None  # getattr(..., None) callers see no region variant
 
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         """All crops in one graph call."""
+        self._check_crops(crops)
         return self.tower.run({"crops": np.ascontiguousarray(crops, dtype=np.float32)})["patch_features"]
+
+    def _check_crops(self, crops: np.ndarray) -> None:
+        side = self.crop_size
+        if side is not None and tuple(crops.shape[-2:]) != (side, side):
+            raise ClipsamError(
+                f"this SCLIP tower takes {side}×{side} crops (fixed at export), not "
+                f"{crops.shape[-2]}×{crops.shape[-1]}: keep --slide-crop {side}, or use --backend torch"
+            )
+
+    def encode_crops_with_regions(self, crops: np.ndarray, patch_regions: np.ndarray) -> np.ndarray:
+        """crops float32 [N, 3, S, S] and each patch's region id int32 [N, L] → features float32 [N, L, D]
+        with the last block's attention restricted to regions, in one call of the region graph."""
+        self._check_crops(crops)
+        with self._lock:
+            if self._regions_graph is None:
+                self._regions_graph = self._regions_loader()
+        feeds = {
+            "crops": np.ascontiguousarray(crops, dtype=np.float32),
+            "patch_regions": np.ascontiguousarray(patch_regions, dtype=np.int32),
+        }
+        return self._regions_graph.run(feeds)["patch_features"]
 
 
 class BankTextEncoder:

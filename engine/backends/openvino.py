@@ -49,9 +49,16 @@ class OvGraph(GraphSpecs):
 
     path: an exported .onnx graph. precision: "fp32" or "bf16" (raises ClipsamError where the CPU has no
     native bf16). threads: CPU threads for one inference (default: the plugin's choice, all cores).
+    cache_dir: a folder for OpenVINO's compiled-model cache (an engine's `optimized/`), or None.
     """
 
-    def __init__(self, path: Path | str, precision: str = "fp32", threads: int | None = None):
+    def __init__(
+        self,
+        path: Path | str,
+        precision: str = "fp32",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ):
         if precision not in PRECISIONS:
             raise ClipsamError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
         core = _core()
@@ -64,9 +71,11 @@ class OvGraph(GraphSpecs):
         config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:  # OpenVINO's compiled-model cache (keyed by model, config and device)
+            config["CACHE_DIR"] = str(Path(cache_dir) / "openvino")
         self.path = Path(path)
         self.requested_precision = precision
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.compiled = core.compile_model(str(path), "CPU", config)
         # An infer request serves one call at a time: idle ones wait here, a concurrent call makes its own.
         self._idle_requests: queue.SimpleQueue = queue.SimpleQueue()
         self._inputs = tuple(_spec(port) for port in self.compiled.inputs)
@@ -98,10 +107,13 @@ class OvGraph(GraphSpecs):
             self._idle_requests.put(request)
 
 
-def load_graphs(manifest: Manifest, names: tuple[str, ...], providers: str = "auto") -> dict[str, OvGraph]:
+def load_graphs(
+    manifest: Manifest, names: tuple[str, ...], providers: str = "auto", cache_dir: Path | None = None
+) -> dict[str, OvGraph]:
     """{graph name: OvGraph} at fp32, pinned: OpenVINO's own default on bf16-capable CPUs is bf16, which
-    would break exact parity (bf16 is the fast mode's choice, engine/precision.py)."""
-    return {name: OvGraph(manifest.graph_path(name), "fp32") for name in names}
+    would break exact parity (bf16 is the fast mode's choice, engine/precision.py). cache_dir: OpenVINO's
+    compiled-model cache, or None."""
+    return {name: OvGraph(manifest.graph_path(name), "fp32", cache_dir=cache_dir) for name in names}
 
 
 def _spec(port) -> TensorSpec:

@@ -244,8 +244,11 @@ def _io_specs(trt, engine, entry: dict) -> tuple[tuple[TensorSpec, ...], tuple[T
     return tuple(inputs), tuple(outputs)
 
 
-def load_graphs(manifest: Manifest, graphs: tuple[str, ...], providers: str = "auto") -> dict[str, TrtGraph]:
-    """Load the engines of `graphs` recorded in the manifest (each checked against this TensorRT and GPU)."""
+def load_graphs(
+    manifest: Manifest, graphs: tuple[str, ...], providers: str = "auto", cache_dir: Path | None = None
+) -> dict[str, TrtGraph]:
+    """Load the engines of `graphs` recorded in the manifest (each checked against this TensorRT and GPU);
+    `cache_dir` is unused (TensorRT engines are built ahead of time, `clipsam build-engine`)."""
     loaded = {}
     for name in graphs:
         entry = engine_entry(manifest, name)

@@ -11,7 +11,7 @@ ratio is the stable figure, and the regression gate compares ratios.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from clipsam.engine.backends import resolve_pipeline_name
 from clipsam.engine.bench.demo_scene import DEMO_VOCABULARY, demo_scene
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.model_choice import ModelChoice
+from clipsam.engine.models.choice import ModelChoice
 from clipsam.engine.pipeline import (
     Pipeline,
     SegmentOptions,
@@ -29,10 +29,11 @@ from clipsam.engine.pipeline import (
     vocabulary_from_words,
 )
 from clipsam.engine.prompts import grid_prompts
+from clipsam.engine.regions import RegionOptions
 from clipsam.engine.types import DenseMap, ImageEmbedding, Prompts, RleCandidates, SegmentationResult
 from clipsam.engine.vocabulary import Vocabulary
 
-STAGES = ("dense", "encoder", "decoder", "kernels", "end-to-end")
+STAGES = ("dense", "encoder", "decoder", "kernels", "end-to-end", "regions")
 PROMPT_CAP = 128  # real prompts: at most this many, the most confident first
 # The options of every bench stage: all of the dense map's regions (min confidence 0, at most PROMPT_CAP),
 # the default merge thresholds.
@@ -41,7 +42,8 @@ BENCH_OPTIONS = SegmentOptions(min_confidence=0.0, max_prompts=PROMPT_CAP)
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """What the factory needs: `choice` (weights) for torch, `artifacts` (an export folder) for the rest."""
+    """What the factory needs: `choice` (weights) for torch, `artifacts` (an export folder) for the rest;
+    without artifacts, the exported backends run the engine cache's folder for `choice`."""
 
     choice: ModelChoice | None = None
     artifacts: Path | None = None
@@ -62,17 +64,21 @@ def build_pipeline(name: str, spec: PipelineSpec) -> Pipeline:
     if not info.needs_artifacts:
         return load_pipeline(None, name, models=spec.choice)
     providers = spec.providers if info.takes_providers else "auto"
-    return load_pipeline(spec.artifacts, name, providers=providers)
+    models = spec.choice if spec.artifacts is None else None
+    return load_pipeline(spec.artifacts, name, providers=providers, models=models)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """stage: one of STAGES. prompts: a fixed grid of this many prompts, or None for the dense map's own."""
+    """stage: one of STAGES. prompts: a fixed grid of this many prompts, or None for the dense map's own.
+    region_points: the "regions" stage's grid points per side (end to end in the accuracy mode, issue 26:
+    its timings add regions_decode and regions_vote)."""
 
     stage: str = "end-to-end"
     warmup: int = 1
     runs: int = 5
     prompts: int | None = None
+    region_points: int = 8
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -135,8 +141,9 @@ class StageRunner:
     memory stays flat over a folder of images).
     """
 
-    def __init__(self, pipeline: Pipeline, stage: str, source: PromptSource):
+    def __init__(self, pipeline: Pipeline, stage: str, source: PromptSource, region_points: int = 8):
         self.pipeline, self.stage, self.source = pipeline, stage, source
+        self.region_points = region_points
         self.vocabulary = source.vocabulary
         self._embedding: tuple[int, ImageEmbedding] | None = None
         self._candidates: dict[int, RleCandidates] = {}
@@ -144,6 +151,10 @@ class StageRunner:
     def __call__(self, index: int, image: np.ndarray) -> tuple[dict[str, float], object]:
         if self.stage == "end-to-end" and self.source.count is None:
             result = self.pipeline.segment(image, self.vocabulary, BENCH_OPTIONS)
+            return {**result.timings_ms, "num_prompts": float(result.counts["prompts"])}, result
+        if self.stage == "regions":
+            regions = RegionOptions(self.region_points, min_region_size=BENCH_OPTIONS.min_region_size)
+            result = self.pipeline.segment(image, self.vocabulary, replace(BENCH_OPTIONS, regions=regions))
             return {**result.timings_ms, "num_prompts": float(result.counts["prompts"])}, result
         run = {
             "dense": self._dense,

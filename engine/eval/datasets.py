@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipsam.engine.errors import ClipsamError, InputImageError
 from clipsam.engine.eval.metrics import IGNORE_INDEX
-from clipsam.engine.image_io import load_image
+from clipsam.engine.image_io import DEFAULT_MAX_PIXELS, load_image
 from clipsam.engine.vocabulary import Vocabulary
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"  # engine/data: the class files
@@ -158,7 +158,15 @@ class BenchmarkDataset:
         """uint8 [H, W] class ids 0..C-1 or 255 (ignored), after reduce_zero_label; image frame."""
         try:
             with Image.open(sample.label_path) as picture:
+                width, height = picture.size  # the header: refused before decoding
+                if width * height > DEFAULT_MAX_PIXELS:
+                    raise self.error(
+                        f"label '{sample.label_path}' has {width}×{height} = {width * height:,} pixels, more "
+                        f"than the limit of {DEFAULT_MAX_PIXELS:,}"
+                    )
                 raw = np.asarray(picture)
+        except Image.DecompressionBombError as err:
+            raise self.error(f"label '{sample.label_path}' is too large ({err})") from None
         except (OSError, UnidentifiedImageError) as err:
             raise self.error(f"label '{sample.label_path}' cannot be read ({err})") from None
         if raw.ndim != 2:

@@ -9,12 +9,16 @@
   (the best of the 3 multimask outputs); masks with predicted IoU ≥ VOTE_MIN_IOU claim their still-unclaimed
   pixels in descending predicted IoU; each region then takes the majority dense class inside it. Unclaimed
   pixels keep the dense class.
+- regions: issue 26's accuracy mode (engine/regions.py): SAM2's grid regions restrict SCLIP's last-block
+  attention to each region (`Pipeline.features` with the RegionMap), then vote inside each region
+  (`Pipeline.vote`); the label map is the voted pred.
 PAMR (optional) refines the query logits before the softmax in every mode, as SCLIP does.
 
 Every mode composes the Pipeline's public stage methods (engine/pipeline.py); nothing here repeats them.
 Stage timings (ms, per image): sclip (SCLIP's patch features), pamr, postprocess (the dense map from the
 features: window logits, resize to the image frame, softmax; PAMR's time excluded), prompts, sam2_encoder,
-sam2_decoder, merge (prompted-sam) or vote (sam-vote).
+sam2_decoder, merge (prompted-sam) or vote (sam-vote); regions: sam2_encoder, regions_decode, sclip, pamr,
+postprocess, regions_vote.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from clipsam.engine.dense_clip import DenseConfig, RefineLogits
 from clipsam.engine.eval.pamr import pamr
 from clipsam.engine.pipeline import Pipeline, SegmentOptions, StageTimer, merge_any
 from clipsam.engine.prompts import grid_prompts
+from clipsam.engine.regions import RegionOptions
 from clipsam.engine.transforms import resize_bilinear, sclip_preprocess
-from clipsam.engine.types import DenseMap, MaskCandidates, Prompts, RleCandidates
+from clipsam.engine.types import DenseMap, MaskCandidates, Prompts, RegionMap, RleCandidates
 from clipsam.engine.vocabulary import Vocabulary
 from clipsam.kernels import rle as rle_codec
 
-MODES = ("dense", "prompted-sam", "sam-vote")
+MODES = ("dense", "prompted-sam", "sam-vote", "regions")
 VOTE_MIN_IOU = 0.5
 
 
@@ -54,6 +59,7 @@ class ModePredictor:
         has_background: bool = False,
         options: SegmentOptions | None = None,
         vote_points_per_side: int = 16,
+        region_options: RegionOptions | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
@@ -70,10 +76,13 @@ class ModePredictor:
         self.has_background = has_background
         self.options = options or SegmentOptions()
         self.vote_points_per_side = vote_points_per_side
+        self.region_options = region_options or RegionOptions()
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """uint8 [H, W, 3] RGB → (int32 [H, W] class ids in the image frame, ms per stage)."""
         timer = StageTimer()
+        if self.mode == "regions":
+            return self._regions(image, timer), timer.values
         dense = self.dense_map(image, timer)
         if self.mode == "dense":
             return dense.pred, timer.values
@@ -81,10 +90,11 @@ class ModePredictor:
             return self._prompted(image, dense, timer), timer.values
         return self._vote(image, dense, timer), timer.values
 
-    def dense_map(self, image: np.ndarray, timer: StageTimer) -> DenseMap:
-        """SCLIP's DenseMap in the image frame, PAMR applied to the query logits when asked."""
+    def dense_map(self, image: np.ndarray, timer: StageTimer, regions: RegionMap | None = None) -> DenseMap:
+        """SCLIP's DenseMap in the image frame, PAMR applied to the query logits when asked; with `regions`
+        the last block's attention restricted to them."""
         with timer.stage("sclip"):
-            features = self.pipeline.features(image, self.config)
+            features = self.pipeline.features(image, self.config, regions)
         refine = self._pamr(image, timer) if self.use_pamr else None
         with timer.stage("postprocess"):
             dense = self.pipeline.dense_map(features, self.text, self.config, refine=refine)
@@ -128,6 +138,16 @@ class ModePredictor:
             regions = claim_regions(candidates.masks, candidates.iou, VOTE_MIN_IOU)
             pred = majority_vote(regions, dense.pred, dense.probs.shape[0])
         return pred
+
+    def _regions(self, image: np.ndarray, timer: StageTimer) -> np.ndarray:
+        """The accuracy mode: embed, region decode, features with regions, dense map, vote → pred [H, W]."""
+        with timer.stage("sam2_encoder"):
+            embedding = self.pipeline.embed(image)
+        with timer.stage("regions_decode"):
+            regions = self.pipeline.regions(embedding, self.region_options)
+        dense = self.dense_map(image, timer, regions)
+        with timer.stage("regions_vote"):
+            return self.pipeline.vote(dense, regions).pred
 
     def _candidates(
         self, image: np.ndarray, prompts: Prompts, timer: StageTimer, use_boxes: bool, dense_masks: bool

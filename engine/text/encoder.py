@@ -12,14 +12,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsam.engine.backends.base import Backend
 from clipsam.engine.manifest import TEXT_GRAPH, ArtifactError, Manifest
 from clipsam.engine.text.bank import OPENAI_IMAGENET_TEMPLATES, TextBank
-from clipsam.engine.text.tokenizer import ClipTokenizer
+
+if TYPE_CHECKING:
+    from clipsam.engine.text.tokenizer import ClipTokenizer
 
 TEMPLATE_SETS = MappingProxyType(
     {"openai-imagenet-80": OPENAI_IMAGENET_TEMPLATES}
@@ -91,6 +95,25 @@ class LazyGraph:
         return getattr(self.loaded(), name)
 
 
+class LazyTokenizer:
+    """CLIP's BPE tokenizer read from its vocabulary file on first use (thread-safe): reading the 49k merges
+    costs a process about half a second, and a pipeline whose words are all cached never tokenises."""
+
+    def __init__(self, vocabulary_file: Path, context_length: int):
+        self.vocabulary_file = Path(vocabulary_file)
+        self.context_length = context_length
+        self._tokenizer: ClipTokenizer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._tokenizer is None:
+                from clipsam.engine.text.tokenizer import ClipTokenizer
+
+                self._tokenizer = ClipTokenizer.from_file(self.vocabulary_file, self.context_length)
+        return self._tokenizer(texts)
+
+
 class GraphTextEncoder:
     """SCLIP text features from the text graph (any Backend), behind the LRU and the feature caches.
 
@@ -102,7 +125,7 @@ class GraphTextEncoder:
     def __init__(
         self,
         graph: Backend,
-        tokenizer: ClipTokenizer,
+        tokenizer: Callable[[Sequence[str]], np.ndarray],
         templates: Sequence[str],
         weights_id: str,
         *,
@@ -173,7 +196,7 @@ def text_encoder_from_manifest(
     if template_set not in TEMPLATE_SETS:
         raise ArtifactError(f"'{manifest.directory}' names unknown prompt templates '{template_set}'")
     templates = TEMPLATE_SETS[template_set]
-    tokenizer = ClipTokenizer.from_file(
+    tokenizer = LazyTokenizer(
         manifest.directory / entry["vocabulary_file"]["file"], int(entry["context_length"])
     )
     return GraphTextEncoder(

@@ -84,8 +84,8 @@ def segment_given_prompts(
     """Segment IMAGE at the given prompts and write the picture (overlay, or with --edit remove / replace
     every prompt's mask) and the COCO-RLE JSON. Without artifacts, SAM2 alone from the engine cache for
     `models` (a ModelChoice)."""
+    from clipsam.cli.segment_pipelines import artifact_pipeline
     from clipsam.engine import image_io
-    from clipsam.engine.factory import load_pipeline
 
     if artifacts is None and models is None:
         raise ClipsamError("--points / --boxes run on exported SAM2 graphs, not on --backend torch")
@@ -97,14 +97,8 @@ def segment_given_prompts(
     if json_path is not None:
         image_io.check_writable(json_path, (".json",))
     with stderr.status("loading SAM2 graphs") as status:
-        pipeline = load_pipeline(
-            artifacts,
-            backend,
-            providers=providers,
-            precision=precision,
-            models=models,
-            stages=("masks",),
-            log=lambda message: stderr.print(f"clipsam: {message}", highlight=False),
+        pipeline = artifact_pipeline(
+            artifacts, backend, providers, precision, models=models, stages=("masks",)
         )
         result = pipeline.segment_with_prompts(
             picture_in, points_xy, boxes_xyxy, progress=lambda stage: status.update(f"stage: {stage}")

@@ -14,7 +14,7 @@ from clipsam.engine.errors import ClipsamError
 stderr = Console(stderr=True, soft_wrap=True)
 
 
-def device(device: str) -> str:
+def resolve_torch_device(device: str) -> str:
     from clipsam.reference.pipeline import resolve_device
 
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -37,7 +37,7 @@ def model_choice(
     if with_clip:
         clip_path, clip_random = mo.checkpoint_or_random(clip_ckpt, mo.CLIP_NAME, "CLIP", random_weights)
     sam_path, sam_random = mo.checkpoint_or_random(sam_ckpt, sam_name, "SAM2", random_weights)
-    device = device if device == "cpu" else device(device)
+    device = device if device == "cpu" else resolve_torch_device(device)
     return mo.ModelChoice(clip_path, clip_random, sam_name, sam_path, sam_random, seed, device)
 
 

@@ -177,6 +177,8 @@ def test_successful_torch_run_prints_no_library_warning(tmp_path, tiny_clip_chec
     image = small_png(tmp_path / "in.png", 64, 80)
     args = ["segment", "--image", image, "-V", "sky", "-V", "car", "--clip-checkpoint", tiny_clip_checkpoint]
     args += [
+        "--backend",
+        "torch",
         "--random-weights",
         "--min-confidence",
         "0",

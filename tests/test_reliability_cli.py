@@ -143,7 +143,7 @@ def _start_dense_stuck_in_write(tmp_path: Path, clip: Path) -> tuple[subprocess.
     image = small_png(tmp_path / "in.png")
     marker = tmp_path.parent / f"{tmp_path.name}.writing"
     args = ["dense", "--image", image, "-V", "sky", "-V", "car", "--clip-checkpoint", clip]
-    args += ["--out", tmp_path / "map.npz", "--short-side", "0"]
+    args += ["--out", tmp_path / "map.npz", "--short-side", "0", "--backend", "torch"]
     process = subprocess.Popen(
         [sys.executable, "-c", _SLOW_WRITER, str(marker), *map(str, args)],
         stdout=subprocess.PIPE,
@@ -200,6 +200,8 @@ def test_signals_become_one_line_and_their_exit_code(tmp_path, capsys, monkeypat
         "--out",
         tmp_path / "map.npz",
         "--random-weights",
+        "--backend",
+        "torch",
     ]
     got, _, err = run_cli(args, capsys)
     assert got == code and stderr_lines(err) == [f"clipsam: {line}"]

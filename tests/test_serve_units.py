@@ -308,8 +308,11 @@ def test_failures_map_to_statuses_with_one_line_messages():
 def test_serve_command_errors_and_config_file(artifacts, tmp_path, capsys):
     from tests.cli_helpers import assert_one_line_error, run_cli
 
-    code, _, err = run_cli(["serve"], capsys)
-    assert_one_line_error(code, err, "give --artifacts DIR")
+    code, _, err = run_cli(["serve"], capsys)  # the engine cache's models, and no checkpoint here
+    assert_one_line_error(code, err, "no CLIP checkpoint at")
+    assert "--random-weights" in err
+    code, _, err = run_cli(["serve", "--artifacts", artifacts, "--random-weights"], capsys)
+    assert_one_line_error(code, err, "--random-weights is for the engine cache")
     code, _, err = run_cli(["serve", "--artifacts", tmp_path / "missing"], capsys)
     assert_one_line_error(code, err, "does not exist")
     out = tmp_path / "serve.yaml"

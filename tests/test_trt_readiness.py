@@ -21,7 +21,7 @@ from clipsam.engine.backends.tensorrt import (
     choose_profile,
 )
 from clipsam.engine.errors import ClipsamError
-from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, TEXT_GRAPH, read_manifest
+from clipsam.engine.manifest import FAST_DECODER_GRAPHS, GRAPHS, REGIONS_GRAPH, TEXT_GRAPH, read_manifest
 from clipsam.export.onnx_utils import export_onnx
 from clipsam.export.trt_build import build_engines, fp32_scopes, keeps_fp32, profile_shapes
 from clipsam.export.trt_readiness import TRT_PROFILES, check_artifacts, check_graph
@@ -32,7 +32,7 @@ def test_exported_graphs_are_tensorrt_ready(tiny_int8_artifacts):
     report = check_artifacts(tiny_int8_artifacts)
     print(report.text())
     sclip_tower, *sam2_graphs = GRAPHS
-    expected = [sclip_tower, TEXT_GRAPH, *sam2_graphs, *FAST_DECODER_GRAPHS]  # manifest order
+    expected = [sclip_tower, REGIONS_GRAPH, TEXT_GRAPH, *sam2_graphs, *FAST_DECODER_GRAPHS]  # manifest order
     assert [graph.name for graph in report.graphs] == expected
     assert report.ready, report.text()
     text = report.text()

@@ -54,6 +54,8 @@ def export_in_child(spec: EngineSpec, out_dir: Path, base: Path | None, log: Log
         shutil.rmtree(out_dir, ignore_errors=True)
         detail = next((line for line in reversed(lines) if line.startswith("clipsam: error: ")), None)
         reason = detail[len("clipsam: error: ") :] if detail else (lines[-1] if lines else "no output")
+        if detail and not reason.startswith("internal error"):
+            raise ClipsamError(reason)  # the builder's own one-line error (a corrupt checkpoint, …)
         raise ClipsamError(f"building the engine failed: {reason}")
 
 

@@ -91,9 +91,9 @@ class Client:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return response.status, dict(response.headers), response.read()
             except urllib.error.HTTPError as err:
-                data = err.read()
-                error = ServiceError(err.code, _error_message(data))
-                starting = err.code == 404 and self.retry_unreachable and not _is_service_error(data)
+                answer = err.read()  # not `data`: a retry sends the request's own body again
+                error = ServiceError(err.code, _error_message(answer))
+                starting = err.code == 404 and self.retry_unreachable and not _is_service_error(answer)
                 if (err.code != 503 and not starting) or attempt == attempts - 1:
                     raise error from None
             except (urllib.error.URLError, OSError) as err:

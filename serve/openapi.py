@@ -26,11 +26,12 @@ ERROR_STATUSES = {
 SCHEMA_REF = "#/components/schemas/"
 
 
-def option_schema(name: str) -> dict:
-    """The JSON Schema of one option of OPTIONS."""
+def option_schema(name: str, form: bool = False) -> dict:
+    """The JSON Schema of one option of OPTIONS; a form field (form=True) has no null (leave it out)."""
     spec = OPTIONS[name]
     kind = {float: "number", int: "integer", bool: "boolean"}[spec.kind]
-    schema: dict = {"type": [kind, "null"] if spec.nullable else kind, "description": spec.description}
+    nullable = spec.nullable and not form
+    schema: dict = {"type": [kind, "null"] if nullable else kind, "description": spec.description}
     if spec.low is not None:
         schema["minimum"] = spec.low
     if spec.high is not None:
@@ -55,8 +56,9 @@ def request_schemas(config: ServeConfig, dense: bool) -> dict:
         "names are unique ignoring case; an item 'background' becomes SCLIP's background class 0.",
     }
     options = {name: option_schema(name) for name in OPTIONS}
+    form_options = {name: option_schema(name, form=True) for name in OPTIONS}
     if dense:
-        options = {"format": {"type": "string", "enum": list(DENSE_FORMATS), "default": "png"}}
+        options = form_options = {"format": {"type": "string", "enum": list(DENSE_FORMATS), "default": "png"}}
     image_json = {
         "type": "string",
         "format": "byte",
@@ -69,7 +71,7 @@ def request_schemas(config: ServeConfig, dense: bool) -> dict:
     image_form = {"type": "string", "format": "binary", "contentMediaType": "image/*", "description": limit}
     name = {"type": "string", "description": "the name the answer's image.file reports (default 'upload')"}
     json_properties = {"image": image_json, "vocabulary": vocabulary, "file": name, **options}
-    form_properties = {"image": image_form, "vocabulary": vocabulary, **options}
+    form_properties = {"image": image_form, "vocabulary": vocabulary, **form_options}
     return {
         "application/json": {"schema": _object(json_properties)},
         "multipart/form-data": {

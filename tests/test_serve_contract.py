@@ -69,7 +69,7 @@ def test_the_document_is_valid_and_says_what_the_server_does(service):
 
 
 @pytest.mark.xfail(
-    reason="known, open (issue 27): the multipart form of /v1/segment is looser or stricter than the document "
+    reason="known, open (issue 27): /v1/segment's multipart form is looser or stricter than its document "
     "in 4 cases schemathesis finds (ST201 x2; ST202: a form vocabulary with a duplicate item passes "
     "uniqueItems as encoded but is refused as a duplicate class)",
     strict=False,

@@ -194,7 +194,7 @@ def dense(
         clip_path, clip_random = mo.checkpoint_or_random(
             clip_checkpoint, mo.CLIP_NAME, "CLIP", random_weights
         )
-        torch_device = pl.resolve_torch_device(device) if backend == "torch" else "cpu"
+        torch_device = pl.torch_device(backend, device)
         choice = mo.ModelChoice(
             clip_checkpoint=clip_path, clip_random=clip_random, seed=seed, device=torch_device
         )
@@ -260,7 +260,7 @@ def demo(
         )
     backend = backend or "onnxruntime"
     check_precision(backend, precision)
-    torch_device = pl.resolve_torch_device(device) if backend == "torch" else "cpu"
+    torch_device = pl.torch_device(backend, device)
     choice = mo.ModelChoice(clip_path, clip_random, name, sam_path, sam_random, seed, torch_device)
     picture_in = demo_scene()
     vocab = vocabulary_from_words(list(DEMO_VOCABULARY))

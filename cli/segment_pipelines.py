@@ -28,6 +28,12 @@ def resolve_torch_device(device: str) -> str:
     return resolved
 
 
+def torch_device(backend: str, device: str) -> str:
+    """The torch reference's device (--device resolved) with --backend torch; "cpu" (the weights' device
+    for an export) on the engine."""
+    return resolve_torch_device(device) if backend == "torch" else "cpu"
+
+
 def model_choice(
     sam_name, sam_ckpt, clip_ckpt, random_weights, seed, device, with_clip: bool = True
 ) -> mo.ModelChoice:

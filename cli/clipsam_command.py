@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typer.core import TyperCommand
 
 # Parameter names (the Python names of typer options) that take several values after one flag.
-VARIADIC_PARAMS = frozenset({"vocabulary"})
+VARIADIC_PARAMS = frozenset({"vocabulary", "images"})
 DEFAULT_PANEL = "Options"
 
 

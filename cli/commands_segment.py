@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clipsam.cli import model_options as mo
 from clipsam.cli import region_options as ro
+from clipsam.cli import segment_batch as sb
 from clipsam.cli import segment_options as so
 from clipsam.cli import segment_pipelines as pl
 from clipsam.cli import segment_points as sp
@@ -45,7 +46,7 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 def segment(
     ctx: typer.Context,
-    image: ImageOpt,
+    image: so.OneImageOpt = None,
     vocabulary: VocabOpt = None,
     class_file: ClassFileOpt = None,
     prompt: so.PromptOpt = None,
@@ -88,6 +89,13 @@ def segment(
             "--server", help="A running `clipsam serve` URL does the work.", rich_help_panel=so.RUNTIME
         ),
     ] = None,
+    images: sb.ImagesOpt = None,
+    out_dir: sb.OutDirOpt = None,
+    resume: sb.ResumeOpt = False,
+    no_picture: sb.NoPictureOpt = False,
+    in_flight: sb.InFlightOpt = None,
+    address: sb.AddressOpt = None,
+    actors: sb.ActorsOpt = 2,
 ) -> None:
     """Segment the vocabulary's classes in an image: overlay / mask / edit picture and COCO-RLE JSON."""
     from clipsam import kernels
@@ -106,41 +114,39 @@ def segment(
         given = {"--vocabulary": bool(vocabulary), "--class-file": class_file is not None}
         given.update({"--prompt": prompt is not None, "--use-boxes": use_boxes, "--max-prompts": max_prompts})
         sp.check_no_conflicts({**given, "--use-inpainting": use_inpainting})
-        engine = artifacts is None and backend != "torch"  # SAM2 alone from the engine cache
-        models = (
-            pl.model_choice(sam_name, checkpoint, None, random_weights, seed, "cpu", False)
-            if engine
-            else None
-        )
+        on_engine = artifacts is None and backend != "torch"  # SAM2 alone from the engine cache
+        choice = (sam_name, checkpoint, None, random_weights, seed, "cpu", False)
+        models = pl.model_choice(*choice) if on_engine else None
         run = {"artifacts": artifacts, "backend": backend, "providers": providers, "precision": precision}
         outputs = {"output": output, "json_path": json_path, "edit": edit.value, "verbose": verbose}
         sp.segment_given_prompts(
             image=image, points=points, boxes=boxes, models=models, max_pixels=max_pixels, **run, **outputs
         )
         return
+    given = {"--image": image is not None, "--output": so.given(ctx, "output"), "--json": bool(json_path)}
+    given.update({"--server": server is not None, "--use-inpainting": use_inpainting})
+    sb.check_inputs(image, images, given, out_dir is not None or resume or address is not None)
     vocab = _vocabulary(vocabulary, class_file)
     target = _edit_target(vocab.class_names, prompt, edit)
     settings = {"steps": steps, "guidance_scale": guidance_scale, "strength": strength, "seed": seed}
     settings.update({"allow_download": allow_download, "device": device})
     inpaint = inpaint_request(use_inpainting, edit, edit_prompt, inpaint_model, settings)
-    picture_in = image_io.load_image(image, max_pixels)
-    _check_outputs(output, json_path)
     accuracy = ro.region_options(regions, region_points, region_iou, min_region_size)
     options = SegmentOptions(min_confidence, min_region_size, iou_threshold, max_prompts, use_boxes, accuracy)
+    engine = {"providers": so.engine_providers(device, providers), "precision": precision}
+    weights = {"checkpoint": checkpoint, "clip_checkpoint": clip_checkpoint, "random_weights": random_weights}
+    asked_sam = sam_name if so.given(ctx, "sam_model") else None
+    build = pl.pipeline_builder(backend, sam_name, asked_sam, artifacts, seed, device, engine, **weights)
+    if images:
+        picture = {"edit": edit.value, "target": target, "no_picture": no_picture, "max_pixels": max_pixels}
+        run = {"resume": resume, "in_flight": in_flight, "address": address, "actors": actors}
+        batch = sb.settings(vocab, options, **picture)
+        return sb.run_images(images, out_dir, build, batch, backend, verbose=verbose, **run, **engine)
+    picture_in = image_io.load_image(image, max_pixels)
+    _check_outputs(output, json_path)
     if server is not None:  # the service runs the pipeline (clipsam/client.py)
         result = _server_result(server, image, vocabulary, class_file, options)
-    elif backend == "torch":
-        choice = pl.model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
-        result = _run_segment(lambda: pl.reference_pipeline(choice), picture_in, vocab, options)
     else:
-        asked_sam = sam_name if so.given(ctx, "sam_model") else None
-        models = (
-            None
-            if artifacts
-            else pl.model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, "cpu")
-        )
-        run = {"providers": so.engine_providers(device, providers), "precision": precision, "models": models}
-        build = lambda: pl.artifact_pipeline(artifacts, backend, sam_name=asked_sam, **run)  # noqa: E731
         result = _run_segment(build, picture_in, vocab, options)
     if target is not None and edit is EditMode.segment:
         result = _only_class(result, target)

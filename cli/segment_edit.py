@@ -90,12 +90,9 @@ def edited_picture(image, result, edit: EditMode, target, inpaint, random_weight
     the target blackened (remove), or the inpainting edit when `inpaint` is an InpaintRequest."""
     from clipsam.engine import render
 
-    if edit is EditMode.segment:
-        return render.overlay(image, result)
-    mask = render.target_mask(result, target)
-    if inpaint is None:
-        return render.mask_picture(mask) if edit is EditMode.replace else render.blacken(image, mask)
-    return _inpaint(image, mask, edit, inpaint, random_weights)
+    if edit is EditMode.segment or inpaint is None:
+        return render.edit_picture(image, result, edit.value, target)
+    return _inpaint(image, render.target_mask(result, target), edit, inpaint, random_weights)
 
 
 def _inpaint(image, mask, edit: EditMode, inpaint: InpaintRequest, random_weights: bool) -> np.ndarray:

@@ -35,6 +35,10 @@ class EditMode(enum.StrEnum):
 ImageOpt = Annotated[
     Path, typer.Option("--image", "-i", help="Input image (PNG / JPEG / …).", rich_help_panel=INPUT)
 ]
+OneImageOpt = Annotated[
+    Path | None,
+    typer.Option("--image", "-i", help="Input image (PNG / JPEG / …).", rich_help_panel=INPUT),
+]
 MaxPixelsOpt = Annotated[
     int,
     typer.Option(

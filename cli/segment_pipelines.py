@@ -78,3 +78,25 @@ def artifact_pipeline(
     if sam_name is not None and artifacts is not None:
         so.check_artifacts_model(pipeline.models, sam_name)
     return pipeline
+
+
+def pipeline_builder(backend, sam_name, asked_sam, artifacts, seed, device, engine, **weights):
+    """A function that loads the run's pipeline: the torch reference, or the engine (the folder given, else
+    the engine cache's for the chosen weights). The weights are chosen when it is called, after the inputs
+    were checked (a missing image is reported before a missing checkpoint)."""
+    checkpoint, clip_checkpoint, random_weights = (
+        weights[k] for k in ("checkpoint", "clip_checkpoint", "random_weights")
+    )
+
+    def build():
+        if backend == "torch":
+            choice = model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, device)
+            return reference_pipeline(choice)
+        models = (
+            None
+            if artifacts
+            else model_choice(sam_name, checkpoint, clip_checkpoint, random_weights, seed, "cpu")
+        )
+        return artifact_pipeline(artifacts, backend, sam_name=asked_sam, models=models, **engine)
+
+    return build

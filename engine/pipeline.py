@@ -99,6 +99,18 @@ class StageTimer:
         return {**self.values, "total": sum(self.values.values())}
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An image between `segment_start` and `segment_finish` (embedding None: no prompt was found)."""
+
+    image: np.ndarray
+    vocabulary: Vocabulary
+    options: SegmentOptions
+    timer: StageTimer
+    prompts: Prompts
+    embedding: ImageEmbedding | None
+
+
 class Pipeline:
     """SCLIP dense map → prompts → SAM2 → merged segments, as public stage methods.
 
@@ -239,6 +251,17 @@ class Pipeline:
         progress: Callable[[str], None] | None = None,
     ) -> SegmentationResult:
         """Segment uint8 [H, W, 3] RGB `image` into instances of the vocabulary's classes."""
+        return self.segment_finish(self.segment_start(image, vocabulary, options, dense_config, progress))
+
+    def segment_start(
+        self,
+        image: np.ndarray,
+        vocabulary: Vocabulary,
+        options: SegmentOptions | None = None,
+        dense_config: DenseConfig | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Encoded:
+        """`segment`'s first half, the encoders (a batch runs the next image's while this one finishes)."""
         options = options or SegmentOptions()
         config = dense_config or default_dense_config(vocabulary)
         timer = StageTimer(progress)
@@ -257,12 +280,20 @@ class Pipeline:
         if embedding is None:
             with timer.stage("sam2_encoder"):
                 embedding = self.embed(image) if len(prompts) else None
+        return Encoded(image, vocabulary, options, timer, prompts, embedding)
+
+    def segment_finish(self, encoded: Encoded) -> SegmentationResult:
+        """`segment`'s second half: SAM2's decoder for all prompts at once, merge, COCO RLE."""
+        options, timer, embedding = encoded.options, encoded.timer, encoded.embedding
         with timer.stage("sam2_decoder"):
-            candidates = None if embedding is None else self.decode(embedding, prompts, options.use_boxes)
+            candidates = (
+                None if embedding is None else self.decode(embedding, encoded.prompts, options.use_boxes)
+            )
         with timer.stage("merge"):
-            segments = () if candidates is None else self.merge(candidates, options, vocabulary.class_names)
+            names = encoded.vocabulary.class_names
+            segments = () if candidates is None else self.merge(candidates, options, names)
         models = None if options.regions is None else {**self.models, "regions": options.regions.record()}
-        return self._result(image, vocabulary.class_names, segments, timer, models)
+        return self._result(encoded.image, names, segments, timer, models)
 
     def _dense_with_regions(
         self,
@@ -322,10 +353,8 @@ class Pipeline:
         timer: StageTimer,
         models: dict | None = None,
     ) -> SegmentationResult:
-        height, width = image.shape[:2]
         return SegmentationResult(
-            height=height,
-            width=width,
+            *image.shape[:2],  # height, width
             class_names=class_names,
             segments=segments,
             random_weights=self.random_weights,
@@ -357,8 +386,7 @@ def encode_segments(merged: list[tuple[int, float, dict]], class_names: tuple[st
     if not merged:
         return ()
     rles = [rle for _, _, rle in merged]
-    areas = rle_codec.area(rles)
-    boxes = rle_codec.toBbox(rles)
+    areas, boxes = rle_codec.area(rles), rle_codec.toBbox(rles)
     return tuple(
         Segment(
             class_id=int(class_id),

@@ -115,3 +115,12 @@ def blacken(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     edited = image.copy()
     edited[mask] = 0
     return edited
+
+
+def edit_picture(image: np.ndarray, result: SegmentationResult, edit: str, target: str | None) -> np.ndarray:
+    """uint8 [H, W, 3], `segment --edit` without inpainting: the overlay ("segment"), the target class's
+    white-on-black mask ("replace") or the image with the target blackened ("remove")."""
+    if edit == "segment":
+        return overlay(image, result)
+    mask = target_mask(result, target)
+    return mask_picture(mask) if edit == "replace" else blacken(image, mask)

@@ -114,7 +114,7 @@ def start_service(
     if owns_ray:
         init_local_ray(config.total_cpus() + 0.5)
     elif not ray.is_initialized():
-        _join_cluster(address)
+        join_cluster(address)
     service = RunningService(config, f"http://{_url_host(config.host)}:{config.port}", owns_ray)
     try:
         http = {"host": config.host, "port": config.port}
@@ -166,7 +166,7 @@ def _run_bounded(call, timeout_s: float) -> None:
         raise failure[0]
 
 
-def _join_cluster(address: str) -> None:
+def join_cluster(address: str) -> None:
     import ray
 
     try:

@@ -6,6 +6,8 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from clipsam.serve.config import ServeConfig, StageResources
@@ -83,3 +85,32 @@ def register_image_formats() -> None:
     files = sample_images()
     schemathesis.openapi.format("byte", st.sampled_from([base64.b64encode(data).decode() for data in files]))
     schemathesis.openapi.format("binary", st.sampled_from(files))
+
+
+@contextmanager
+def two_node_cluster(num_cpus: int, object_store_mb: int, with_serve: bool = False) -> Iterator:
+    """A two-node ray.cluster_utils.Cluster on 127.0.0.1 (loopback only), this process connected; shut down
+    after (Serve first, with_serve)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from clipsam.serve.runner import use_loopback_only
+
+    use_loopback_only()  # both nodes, and everything they start, on 127.0.0.1
+    node = {
+        "num_cpus": num_cpus,
+        "node_ip_address": "127.0.0.1",
+        "object_store_memory": object_store_mb << 20,
+    }
+    nodes = Cluster(initialize_head=True, connect=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        nodes.add_node(**node)
+        nodes.wait_for_nodes(timeout=120)
+        yield nodes
+    finally:
+        if with_serve:
+            from ray import serve
+
+            serve.shutdown()
+        ray.shutdown()
+        nodes.shutdown()

@@ -14,31 +14,15 @@ from PIL import Image
 
 from clipsam.engine.bench.demo_scene import demo_scene
 from clipsam.serve.config import StageResources
-from tests.serve_helpers import post_json, small_config
+from tests.serve_helpers import post_json, small_config, two_node_cluster
 
 MAX_TRIES = 24  # requests sent until both decoder replicas have answered (random routing: p(miss) = 2^-23)
 
 
 @pytest.fixture(scope="module")
 def cluster(artifacts: Path):
-    import ray
-    from ray import serve
-    from ray.cluster_utils import Cluster
-
-    from clipsam.serve.runner import use_loopback_only
-
-    use_loopback_only()  # both nodes, and everything they start, on 127.0.0.1
-
-    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 300 << 20}
-    nodes = Cluster(initialize_head=True, connect=True, head_node_args={**node, "include_dashboard": False})
-    try:
-        nodes.add_node(**node)
-        nodes.wait_for_nodes(timeout=120)
+    with two_node_cluster(num_cpus=1, object_store_mb=300, with_serve=True) as nodes:
         yield nodes
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        nodes.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@
   included);
 - `images_overlapped`: the same with `--in-flight 2` (the next image's encoders beside the current one's
   decode, merge, RLE and files) and `--in-flight 3`;
-- `in_process`: `Pipeline.segment` on a warm pipeline of the same engine, one image after the other, no files.
+- `in_process`: `Pipeline.segment` on a warm pipeline of the same engine, one image after the other, no files;
+- `runner_in_flight_K`: the rate the `--images` process reports itself (from its first image to its COCO
+  file: the batch machinery without the process start-up and the engine load).
 extra_info gets each rate, the ratios `--images` / per-process and `--images` / in-process (the issue's
 targets: ≥ 1.5 and ≥ 0.95), the chosen default in-flight and the load average. Each way runs ROUNDS times,
 interleaved; the medians count.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -58,13 +61,14 @@ def setting(tmp_path_factory, request: pytest.FixtureRequest) -> dict:
     return {"enabled": enabled, "folder": folder, "images": images, "options": options, "env": env}
 
 
-def _clipsam(setting: dict, args: list) -> float:
+def _clipsam(setting: dict, args: list) -> tuple[float, str]:
+    """(wall seconds, stdout) of one `clipsam ARGS` process."""
     start = time.perf_counter()
     done = subprocess.run(
         ["clipsam", *map(str, args)], capture_output=True, text=True, env=setting["env"], timeout=TIMEOUT_S
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return time.perf_counter() - start
+    return time.perf_counter() - start, done.stdout
 
 
 def _per_process(setting: dict, out: Path) -> float:
@@ -79,8 +83,12 @@ def _per_process(setting: dict, out: Path) -> float:
 
 
 def _batch(setting: dict, out: Path, in_flight: int) -> float:
+    """The wall of one `--images` process; the rate it reports itself goes to setting["runner_rates"]."""
     args = ["segment", "--images", setting["images"], "--out-dir", out, "--in-flight", in_flight]
-    return _clipsam(setting, [*args, *setting["options"]])
+    wall, stdout = _clipsam(setting, [*args, *setting["options"]])
+    rate = re.search(r"\(([0-9.]+) images/s\)", stdout)  # from its first image to its COCO file
+    setting.setdefault("runner_rates", {}).setdefault(in_flight, []).append(float(rate.group(1)))
+    return wall
 
 
 def _json(folder: Path) -> dict:
@@ -102,6 +110,7 @@ def test_images_per_second_of_each_way(benchmark, setting) -> None:
 
     folder, count = setting["folder"], len(list(setting["images"].iterdir()))
     _batch(setting, folder / "warm", 1)  # builds the engine (or warms the OS caches)
+    setting.pop("runner_rates")  # that one may have built the engine
     engine = json.loads(next((folder / "warm").glob("scene0.json")).read_text())["models"]["artifacts"]
     pipeline = load_pipeline(engine, "onnxruntime")
     pictures = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(setting["images"].iterdir())]
@@ -135,6 +144,10 @@ def test_images_per_second_of_each_way(benchmark, setting) -> None:
     benchmark.extra_info.update(
         {
             **{f"{name}_images_per_s": rate for name, rate in rates.items()},
+            **{
+                f"runner_in_flight_{depth}_images_per_s": float(np.median(values))
+                for depth, values in setting.get("runner_rates", {}).items()
+            },
             "default_way": default,
             "default_over_per_process": rates[default] / rates["per_process"],
             "default_over_in_process": rates[default] / rates["in_process"],

@@ -47,10 +47,11 @@ class Summary:
 
 
 def in_flight_for_cores(cores: int | None = None) -> int:
-    """Images in memory at once: 2 (the next image's encoders beside the current one's decode) on 2 or more
-    usable cores, 1 on one core."""
+    """Images in memory at once, by usable core count: 1 on up to 2 cores (measured: overlapping gains
+    nothing there, the encoders use both cores already), 2 on more (the next image's encoders beside the
+    current one's decode and files; benchmarks/bench_batch.py measures it on the machine at hand)."""
     usable = cores if cores is not None else len(os.sched_getaffinity(0))
-    return 2 if usable >= 2 else 1
+    return 2 if usable > 2 else 1
 
 
 def attempt(item: BatchImage, step: Callable[[], object]) -> object:

@@ -46,6 +46,8 @@ def eval_command(
     min_confidence: eo.MinConfidenceOpt = 0.7,
     max_prompts: eo.MaxPromptsOpt = None,
     vote_points: eo.VotePointsOpt = 16,
+    address: eo.AddressOpt = None,
+    actors: eo.ActorsOpt = 2,
 ) -> None:
     """Score SCLIP (and SAM2 refinement) on a benchmark with the published protocol: mIoU, pixel accuracy,
     mean accuracy, time per image; writes results.json, summary.txt (and visualizations/)."""
@@ -57,6 +59,8 @@ def eval_command(
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ClipsamError(f"unknown --device '{device}'; use auto, cpu or cuda")
     eo.check_clip_model(model)
+    if address is not None and backend is EvalBackend.torch:
+        raise ClipsamError("--address runs the engine on the cluster: drop --backend torch")
     mode = eo.resolve_mode(mode, given(ctx, "mode"), use_sam)
     name = datasets.get_spec(dataset).name
     config_dense = eo.dense_config(PRESETS[name], logit_scale, slide_crop, slide_stride)
@@ -77,9 +81,21 @@ def eval_command(
     config = eo.run_config(mode, use_pamr, config_dense, pipeline.models, num_samples, options, vote_points)
     if is_random:
         stderr.print("[yellow]warning:[/] random weights: the scores are not real accuracy")
+    runner = None
+    if address is not None:
+        from clipsam.serve.batch_data import EvalJob, eval_on_ray
+
+        job = EvalJob(
+            name, str(Path(data_dir).resolve()), str(Path(pipeline.models["artifacts"]).resolve()),
+            backend.value, mode.value, use_pamr, config_dense, options, vote_points,
+            vis_dir=str((output_dir / "visualizations").resolve()) if save_vis else None,
+            random_weights=is_random,
+        )  # fmt: skip
+        runner = eval_on_ray(job, address, actors)
     result = _run(
-        data, predictor, output_dir, vocabulary.class_names, config, num_samples, resume, save_vis, is_random
-    )
+        data, predictor, output_dir, vocabulary.class_names, config, num_samples, resume, save_vis, is_random,
+        runner,
+    )  # fmt: skip
     metrics = result.metrics
     stdout.print(eo.results_text(metrics, result.timings_ms.get("total", 0.0) / 1000), highlight=False)
     stdout.print(
@@ -90,9 +106,10 @@ def eval_command(
     )
 
 
-def _run(data, predictor, output_dir, class_names, config, num_samples, resume, save_vis, is_random):
+def _run(data, predictor, output_dir, class_names, config, num_samples, resume, save_vis, is_random, runner):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from clipsam.engine.batch.runner import in_flight_for_cores
     from clipsam.engine.eval.evaluate import evaluate
 
     total = min(num_samples or len(data), len(data))
@@ -109,7 +126,7 @@ def _run(data, predictor, output_dir, class_names, config, num_samples, resume, 
         return evaluate(
             data, predictor, output_dir, class_names=class_names, config=config, num_samples=num_samples,
             resume=resume, save_vis=save_vis, random_weights=is_random, setup_ms=predictor.setup_ms,
-            progress=progress,
+            progress=progress, in_flight=in_flight_for_cores(), runner=runner,
         )  # fmt: skip
 
 

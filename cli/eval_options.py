@@ -121,6 +121,19 @@ SaveVisOpt = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Shard the images over an existing Ray cluster (auto, or ray://HOST:PORT) with Ray Data: one "
+        "warm engine per actor; --data-dir and --output-dir must be folders every node sees. The metrics are "
+        "the local run's (the confusion counts are sums).",
+        rich_help_panel=RUNTIME,
+    ),
+]
+ActorsOpt = Annotated[
+    int, typer.Option("--actors", min=1, help="--address: the most Ray Data actors.", rich_help_panel=RUNTIME)
+]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue an interrupted run.", rich_help_panel=OUTPUT)
 ]

@@ -33,3 +33,21 @@ def assert_one_line_error(code: int, err: str, fragment: str) -> None:
     assert len(lines) == 1, f"expected one stderr line, got {lines}"
     assert lines[0].startswith("clipsam: error: "), lines[0]
     assert fragment.lower() in lines[0].lower(), f"{fragment!r} not in {lines[0]!r}"
+
+
+def linked_copy(artifacts, folder):
+    """`folder`: a copy of the artifacts folder whose graphs are links and whose manifest and text folder are
+    copies, so a test can change those and the session's artifacts stay as they are. Returns `folder`."""
+    import shutil
+
+    from clipsam.engine.manifest import MANIFEST_NAME
+
+    folder.mkdir(parents=True)
+    for path in artifacts.iterdir():
+        if path.is_dir():
+            shutil.copytree(path, folder / path.name)
+        elif path.name == MANIFEST_NAME:
+            shutil.copy(path, folder / path.name)
+        else:
+            (folder / path.name).symlink_to(path)
+    return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from clipsam.cli import commands_eval
 from clipsam.cli.app import app
 from clipsam.engine.eval.coco_object import panoptic_to_object, stuff_to_object
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, linked_copy, run_cli
 from tests.test_eval_fixtures import make_benchmark
 
 if not any(c.name == "eval" for c in app.registered_commands):  # until app.py calls register itself
@@ -81,23 +80,7 @@ def test_eval_on_exported_artifacts(tmp_path: Path, capsys, tiny_artifacts: Path
     """--backend onnxruntime: the factory's pipeline on the session's export (its text folder copied and
     given the voc20 words, so the session's artifacts stay as they are), in dense, sam-vote and regions
     mode."""
-    from clipsam.engine.eval.datasets import benchmark_vocabulary
-    from clipsam.engine.manifest import MANIFEST_NAME
-
-    art = tmp_path / "art"
-    art.mkdir()
-    for path in tiny_artifacts.iterdir():
-        if path.is_dir():
-            shutil.copytree(path, art / path.name)
-        elif path.name == MANIFEST_NAME:
-            shutil.copy(path, art / path.name)
-        else:
-            (art / path.name).symlink_to(path)
-    words = list(benchmark_vocabulary("voc20").queries)
-    code, _, err = run_cli(
-        ["export-text", art, "-V", *words, "--clip-checkpoint", tiny_clip_checkpoint], capsys
-    )
-    assert code == 0, err
+    art = voc20_artifacts(tiny_artifacts, tmp_path / "art", tiny_clip_checkpoint, capsys)
     make_benchmark("voc20", tmp_path / "data")
     for mode, sam_stages in (
         ("dense", set()),
@@ -148,3 +131,17 @@ def test_convert_coco_object_command_feeds_the_reader(tmp_path: Path, capsys):
 def test_convert_without_sources_is_one_line(tmp_path: Path, capsys):
     code, _, err = run_cli(["convert-coco-object", tmp_path], capsys)
     assert_one_line_error(code, err, "no COCO-Stuff164k train-id labels")
+
+
+def voc20_artifacts(tiny_artifacts: Path, art: Path, tiny_clip_checkpoint: Path, capsys) -> Path:
+    """A copy of the session's export (graphs linked, manifest and text folder copied) whose text features
+    also hold the VOC-20 words; the session's artifacts stay as they are."""
+    from clipsam.engine.eval.datasets import benchmark_vocabulary
+
+    linked_copy(tiny_artifacts, art)
+    words = list(benchmark_vocabulary("voc20").queries)
+    code, _, err = run_cli(
+        ["export-text", art, "-V", *words, "--clip-checkpoint", tiny_clip_checkpoint], capsys
+    )
+    assert code == 0, err
+    return art

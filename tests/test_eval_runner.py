@@ -133,3 +133,94 @@ def test_num_samples_visualizations_and_summary(tmp_path):
         assert picture.width == 3 * 4 and picture.height > 3
     summary = (out / SUMMARY_NAME).read_text()
     assert "mIoU" in summary and "RANDOM WEIGHTS" in summary and "aeroplane" in summary
+
+
+def test_overlapped_and_reordered_runs_count_the_same(tmp_path):
+    """The per-image loop is the batch runner's: two images in flight, or the lines given back in another
+    order (as Ray Data actors finish them), give the same matrix; a run cut after one line resumes with
+    the others only."""
+    from clipsam.engine.eval.evaluate import EvalWork
+
+    dataset = _dataset("coco-stuff164k", tmp_path)
+    names = datasets.benchmark_vocabulary("coco-stuff164k").class_names
+    whole = evaluate(dataset, noisy(dataset), tmp_path / "whole", class_names=names, config=CONFIG)
+    overlapped = evaluate(
+        dataset, noisy(dataset), tmp_path / "overlapped", class_names=names, config=CONFIG, in_flight=2
+    )
+    work = EvalWork(dataset, noisy(dataset), names)
+    seen = []
+
+    def reversed_runner(todo, record):
+        seen.append([sample.sample_id for sample in todo])
+        for line in [work.run(sample) for sample in todo][::-1]:
+            record(line)
+
+    shuffled = evaluate(
+        dataset, None, tmp_path / "reversed", class_names=names, config=CONFIG, runner=reversed_runner
+    )
+    assert seen == [[sample.sample_id for sample in dataset.samples]]
+
+    def last_only_then_stop(todo, record):
+        record(work.run(todo[-1]))
+        raise Interrupted
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        evaluate(dataset, None, cut, class_names=names, config=CONFIG, runner=last_only_then_stop)
+    seen.clear()
+    resumed = evaluate(
+        dataset, None, cut, class_names=names, config=CONFIG, runner=reversed_runner, resume=True
+    )
+    assert seen == [[sample.sample_id for sample in dataset.samples[:-1]]]
+    records = [
+        json.loads((tmp_path / name / RESULTS_NAME).read_text())
+        for name in ("whole", "overlapped", "reversed", "cut")
+    ]
+    for record in records[1:]:
+        assert record["confusion_matrix"] == records[0]["confusion_matrix"]
+        assert record["per_class"] == records[0]["per_class"]
+    for result in (overlapped, shuffled, resumed):
+        assert result.metrics.miou == whole.metrics.miou
+
+
+def test_a_failing_image_stops_the_eval_with_its_reason(tmp_path):
+    """A score without one of its images would not be the benchmark's: the run stops with the image's
+    one-line reason, the images before it kept for --resume."""
+    dataset = _dataset("voc21", tmp_path)
+    names = datasets.benchmark_vocabulary("voc21").class_names
+    predict = noisy(dataset)
+    second = _key(dataset.load_image(dataset.samples[1]))
+
+    def failing(image):
+        if _key(image) == second:
+            raise ClipsamError("image too large for this test")
+        return predict(image)
+
+    out = tmp_path / "out"
+    with pytest.raises(ClipsamError, match="^image too large for this test$"):
+        evaluate(dataset, failing, out, class_names=names, config=CONFIG)
+    assert (out / STATE_NAME).is_file() and not (out / RESULTS_NAME).exists()
+    resumed = evaluate(dataset, predict, out, class_names=names, config=CONFIG, resume=True)
+    whole = evaluate(dataset, predict, tmp_path / "whole", class_names=names, config=CONFIG)
+    np.testing.assert_array_equal(resumed.metrics.iou, whole.metrics.iou)
+
+
+def test_a_state_file_that_counted_a_prefix_resumes(tmp_path):
+    """State files of the version that stored the count of images done (not their ids) still resume."""
+    dataset = _dataset("coco-stuff164k", tmp_path)
+    names = datasets.benchmark_vocabulary("coco-stuff164k").class_names
+    whole = evaluate(dataset, noisy(dataset), tmp_path / "whole", class_names=names, config=CONFIG)
+    out = tmp_path / "old"
+    with pytest.raises(Interrupted):
+
+        def stop_after_one(done, total, miou):
+            raise Interrupted
+
+        evaluate(dataset, noisy(dataset), out, class_names=names, config=CONFIG, progress=stop_after_one)
+    with np.load(out / STATE_NAME) as data:
+        meta, matrix = json.loads(str(data["meta"])), data["matrix"]
+    assert len(meta["done"]) == 1
+    meta["done"] = 1
+    np.savez(out / STATE_NAME, matrix=matrix, meta=np.array(json.dumps(meta)))
+    resumed = evaluate(dataset, noisy(dataset), out, class_names=names, config=CONFIG, resume=True)
+    np.testing.assert_array_equal(resumed.metrics.iou, whole.metrics.iou)

@@ -18,7 +18,7 @@ from clipsam.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import linked_copy, run_cli
 from tests.reliability_helpers import assert_single_line, small_png
 
 WORDS = ("sky", "car", "road")
@@ -189,15 +189,7 @@ def test_export_hashes_text_and_export_text_keeps_the_manifest_true(
 ):
     """A real export lists its text files; `export-text` adds a word and records it (graphs linked, the
     text folder copied so the session's artifacts stay as they are)."""
-    folder = tmp_path / "art"
-    folder.mkdir()
-    for path in tiny_artifacts.iterdir():
-        if path.is_dir():
-            shutil.copytree(path, folder / path.name)
-        elif path.name == MANIFEST_NAME:
-            shutil.copy(path, folder / path.name)
-        else:
-            (folder / path.name).symlink_to(path)
+    folder = linked_copy(tiny_artifacts, tmp_path / "art")
     before = read_manifest(folder).data["text_features"]["files"]
     assert before and all(name.startswith("text/") for name in before)
     code, _, err = run_cli(

@@ -13,15 +13,30 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from queue import Queue
+from typing import Any, Protocol
 
 from clipsam.engine.batch.sources import BatchImage
-from clipsam.engine.batch.work import BatchOutputs, ImageWork, Started, failed_line, skipped_line
+from clipsam.engine.batch.work import BatchOutputs, failed_line, skipped_line
 from clipsam.engine.errors import ClipsamError
 
 Line = dict
+
+
+class Work(Protocol):
+    """One item's work in two halves (`start`: reading and the encoders; `finish`: the rest → the item's
+    line), or whole (`run`). `failed(item, reason)` is the line of an item whose work raised. ImageWork
+    (`segment --images`) and engine/eval/evaluate.py's EvalWork (`clipsam eval`) are the two kinds."""
+
+    def start(self, item: Any) -> Any: ...
+
+    def finish(self, started: Any) -> Line: ...
+
+    def run(self, item: Any) -> Line: ...
+
+    def failed(self, item: Any, reason: str) -> Line: ...
 
 
 @dataclass(frozen=True)
@@ -54,16 +69,19 @@ def in_flight_for_cores(cores: int | None = None) -> int:
     return 2 if usable > 2 else 1
 
 
-def attempt(item: BatchImage, step: Callable[[], object]) -> object:
-    """step() or, when it raises, the image's failed line (a user error's own message; anything else as an
-    internal error with its type): one image never stops the run."""
+def attempt(
+    item: Any, step: Callable[[], object], failed: Callable[[Any, str], Line] = failed_line
+) -> object:
+    """step() or, when it raises, the item's failed line (a user error's own message; anything else as an
+    internal error with its type): one item's error is recorded, not raised (the record decides whether the
+    run goes on: `segment --images` does, `eval` stops)."""
     try:
         return step()
     except ClipsamError as err:
-        return failed_line(item, str(err))
+        return failed(item, str(err))
     except Exception as err:  # noqa: BLE001 - recorded for this image, the run goes on
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return failed_line(item, f"internal error: {type(err).__name__}: {first}")
+        return failed(item, f"internal error: {type(err).__name__}: {first}")
 
 
 def pending_images(items: list[BatchImage], out: BatchOutputs, resume: bool) -> list[BatchImage]:
@@ -111,7 +129,7 @@ class Tally:
 
 def run_batch(
     items: list[BatchImage],
-    work: ImageWork,
+    work: Work,
     out: BatchOutputs,
     *,
     resume: bool = False,
@@ -121,27 +139,38 @@ def run_batch(
 ) -> Summary:
     """Run `items` (sorted) into `out`; `out.start` has been called. Returns the summary once the COCO file
     is written. stop: set it (Ctrl-C) to start no new image; the ones in flight finish and are kept."""
-    stop = stop or threading.Event()
     tally = Tally(items, out, resume, on_line)
-    if in_flight <= 1:
-        for item in tally.todo:
-            if stop.is_set():
-                break
-            tally.record(attempt(item, lambda item=item: work.run(item)))
-    else:
-        _overlapped(tally.todo, work, in_flight, tally.record, stop)
+    run_items(tally.todo, work, tally.record, in_flight=in_flight, stop=stop)
     return tally.finish()
 
 
-def _overlapped(
-    todo: list[BatchImage],
-    work: ImageWork,
-    in_flight: int,
+def run_items(
+    todo: Iterable[Any],
+    work: Work,
     record: Callable[[Line], None],
-    stop: threading.Event,
+    *,
+    in_flight: int = 1,
+    stop: threading.Event | None = None,
 ) -> None:
-    """A starter thread runs ImageWork.start ahead, at most in_flight images held at once (a semaphore taken
-    before a start, given back after the finish); this thread finishes them in order."""
+    """Each item of `todo` through `work`, its line to record() in the items' order: whole in this thread
+    (in_flight 1), or with the next items started ahead (at most in_flight held at once). A stop request
+    starts no new item; an exception of record() ends the run (the items started ahead are dropped)."""
+    stop = stop or threading.Event()
+    if in_flight <= 1:
+        for item in todo:
+            if stop.is_set():
+                break
+            record(attempt(item, lambda item=item: work.run(item), work.failed))
+    else:
+        _overlapped(list(todo), work, in_flight, record, stop)
+
+
+def _overlapped(
+    todo: list[Any], work: Work, in_flight: int, record: Callable[[Line], None], stop: threading.Event
+) -> None:
+    """A starter thread runs work.start ahead, at most in_flight items held at once (a semaphore taken
+    before a start, given back after the finish); this thread finishes them in order. A start that failed
+    is its failed line already (a dict); any other value is a started item."""
     room = threading.Semaphore(in_flight)
     started: Queue = Queue()
     end = object()
@@ -152,7 +181,7 @@ def _overlapped(
                 room.acquire()
                 if stop.is_set():
                     break
-                started.put((item, attempt(item, lambda item=item: work.start(item))))
+                started.put((item, attempt(item, lambda item=item: work.start(item), work.failed)))
         finally:
             started.put(end)
 
@@ -162,7 +191,9 @@ def _overlapped(
         while (entry := started.get()) is not end:
             item, half = entry
             line = (
-                half if not isinstance(half, Started) else attempt(item, lambda half=half: work.finish(half))
+                half
+                if isinstance(half, dict)
+                else attempt(item, lambda half=half: work.finish(half), work.failed)
             )
             record(line)
             room.release()

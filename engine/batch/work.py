@@ -180,6 +180,9 @@ class ImageWork:
     def run(self, item: BatchImage) -> dict:
         return self.finish(self.start(item))
 
+    def failed(self, item: BatchImage, reason: str) -> dict:
+        return failed_line(item, reason)
+
     def _only_target(self, result: SegmentationResult) -> SegmentationResult:
         target = self.settings.target
         if target is None or self.settings.edit != "segment":

@@ -1,9 +1,14 @@
 """The benchmark runner: predict every image of a dataset, accumulate one confusion matrix, report metrics.
 
+The per-image loop is the batch runner's (engine/batch/runner.py, `run_items`): `EvalWork` reads an image
+and its label (`start`) and predicts and counts it (`finish`), one line per image; `EvalTally` adds each
+line's confusion counts into the run's matrix. The same lines come back from Ray Data actors for
+`clipsam eval --address` (serve/batch_data.py), so a sharded run sums the same counts in another order.
+
 Files in the output folder:
-- `eval_in_progress.npz` while a run is unfinished: the confusion matrix and timing sums after the last
-  completed image, rewritten atomically after every image. `--resume` continues from it; it is deleted once
-  the final files exist. It is never named like a result.
+- `eval_in_progress.npz` while a run is unfinished: the confusion matrix, timing sums and the ids of the
+  images counted so far, rewritten atomically after every image. `--resume` continues from it (the images
+  not counted yet); it is deleted once the final files exist. It is never named like a result.
 - `results.json` and `summary.txt`, written atomically only when every image is done (a fresh run deletes
   stale ones first, so they always describe a complete run).
 - `visualizations/<id>.png` (image | ground truth | prediction, with a legend) when asked.
@@ -16,7 +21,7 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,8 @@ VERSIONED_PACKAGES = ("clipsam", "numpy", "torch", "open_clip_torch", "sam2", "o
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, dict[str, float]]]
 # (images done, images in the run, running mIoU in percent)
 Progress = Callable[[int, int, float], None]
+# (the samples still to count, the record to give each one's line to): runs them, locally or on a cluster
+Runner = Callable[[list[Sample], Callable[[dict], None]], None]
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,16 @@ def evaluate(
     random_weights: bool = False,
     setup_ms: dict[str, float] | None = None,
     progress: Progress | None = None,
+    in_flight: int = 1,
+    runner: Runner | None = None,
 ) -> EvalResult:
     """Run `predict` over the first num_samples (all when None) images and write the result files.
 
     config: JSON-able settings of the run, stored in results.json; a resumed run must have the same.
     setup_ms: one-off costs (e.g. text features), reported beside the per-image timings.
+    in_flight: images held at once (the next image read while this one is predicted), as `--images`.
+    runner: runs the samples elsewhere instead (Ray Data: serve/batch_data.py, `eval_on_ray`), giving each
+    one's EvalWork line to the record it is passed; `predict` is then unused.
     """
     num_classes = dataset.spec.num_classes
     if len(class_names) != num_classes:
@@ -82,38 +94,109 @@ def evaluate(
         {"config": config, "samples": [s.sample_id for s in samples]}, sort_keys=True, default=str
     )
     state = _start_state(output_dir, fingerprint, num_classes, resume)
-    colors = class_colors(num_classes)
-    for index in range(state.done, len(samples)):
-        sample = samples[index]
-        image, label = dataset.load_image(sample), dataset.load_label(sample)
-        if image.shape[:2] != label.shape:
-            raise dataset.error(f"image '{sample.image_path}' is {image.shape[:2]}, its label {label.shape}")
-        pred, timings = predict(image)
-        state.matrix += confusion_matrix(label, pred, num_classes)
-        for stage, value in timings.items():
-            state.timing_sums[stage] = state.timing_sums.get(stage, 0.0) + float(value)
-        state.timing_sums["total"] = state.timing_sums.get("total", 0.0) + float(sum(timings.values()))
-        if save_vis:
-            picture = visualization(image, label, pred, class_names, colors, random_weights)
-            (output_dir / VIS_DIR).mkdir(exist_ok=True)
-            write_picture(output_dir / VIS_DIR / f"{_file_stem(sample)}.png", picture)
-        state.done = index + 1
-        state.save(output_dir / STATE_NAME)
-        if progress is not None:
-            progress(state.done, len(samples), metrics_from_confusion(state.matrix).miou)
+    tally = EvalTally(state, output_dir / STATE_NAME, len(samples), progress)
+    todo = [sample for sample in samples if sample.sample_id not in state.done]
+    if runner is None:
+        from clipsam.engine.batch.runner import run_items
+
+        vis = (output_dir / VIS_DIR) if save_vis else None
+        work = EvalWork(dataset, predict, class_names, vis_dir=vis, random_weights=random_weights)
+        run_items(todo, work, tally.record, in_flight=in_flight)
+    else:
+        runner(todo, tally.record)
     return _finish(output_dir, state, dataset, samples, class_names, config, random_weights, setup_ms or {})
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    sample: Sample
+    image: np.ndarray
+    label: np.ndarray
+
+
+class EvalWork:
+    """One benchmark image, as the batch runner's Work: `start` reads the image and its label, `finish`
+    predicts it and returns its line: {"status": "done", "sample": id, "confusion": [[truth, predicted,
+    pixels], …] (the non-zero cells of its confusion matrix), "timings": {stage: ms}}; with vis_dir, its
+    visualisation is written there."""
+
+    def __init__(
+        self,
+        dataset: BenchmarkDataset,
+        predict: Predictor,
+        class_names: tuple[str, ...],
+        *,
+        vis_dir: Path | None = None,
+        random_weights: bool = False,
+    ):
+        self.dataset, self.predict, self.class_names = dataset, predict, class_names
+        self.vis_dir, self.random_weights = vis_dir, random_weights
+        self.colors = class_colors(dataset.spec.num_classes)
+
+    def start(self, sample: Sample) -> _Loaded:
+        image, label = self.dataset.load_image(sample), self.dataset.load_label(sample)
+        if image.shape[:2] != label.shape:
+            raise self.dataset.error(
+                f"image '{sample.image_path}' is {image.shape[:2]}, its label {label.shape}"
+            )
+        return _Loaded(sample, image, label)
+
+    def finish(self, loaded: _Loaded) -> dict:
+        pred, timings = self.predict(loaded.image)
+        matrix = confusion_matrix(loaded.label, pred, self.dataset.spec.num_classes)
+        if self.vis_dir is not None:
+            picture = visualization(
+                loaded.image, loaded.label, pred, self.class_names, self.colors, self.random_weights
+            )
+            self.vis_dir.mkdir(parents=True, exist_ok=True)
+            write_picture(self.vis_dir / f"{_file_stem(loaded.sample)}.png", picture)
+        truth, predicted = np.nonzero(matrix)
+        cells = [[int(t), int(p), int(matrix[t, p])] for t, p in zip(truth, predicted, strict=True)]
+        timings = {stage: float(value) for stage, value in timings.items()}
+        return {"status": "done", "sample": loaded.sample.sample_id, "confusion": cells, "timings": timings}
+
+    def run(self, sample: Sample) -> dict:
+        return self.finish(self.start(sample))
+
+    def failed(self, sample: Sample, reason: str) -> dict:
+        return {"status": "failed", "sample": sample.sample_id, "error": reason}
+
+
+class EvalTally:
+    """Adds each image's line into the run's state and saves it (atomically) after every image; a failed
+    image stops the run with its reason (a score without one of its images would not be the benchmark's)."""
+
+    def __init__(self, state: _State, path: Path, total: int, progress: Progress | None = None):
+        self.state, self.path, self.total, self.progress = state, path, total, progress
+
+    def record(self, line: dict) -> None:
+        if line["status"] != "done":
+            raise ClipsamError(line["error"])
+        state = self.state
+        if line["sample"] in state.done:  # a line given twice (a retried actor task) is counted once
+            return
+        for truth, predicted, pixels in line["confusion"]:
+            state.matrix[truth, predicted] += pixels
+        for stage, value in line["timings"].items():
+            state.timing_sums[stage] = state.timing_sums.get(stage, 0.0) + value
+        total = float(sum(line["timings"].values()))
+        state.timing_sums["total"] = state.timing_sums.get("total", 0.0) + total
+        state.done.add(line["sample"])
+        state.save(self.path)
+        if self.progress is not None:
+            self.progress(len(state.done), self.total, metrics_from_confusion(state.matrix).miou)
 
 
 @dataclass
 class _State:
     fingerprint: str
     matrix: np.ndarray  # int64 [C, C], rows = ground truth
-    done: int
-    timing_sums: dict[str, float]
+    done: set[str] = field(default_factory=set)  # the sample ids counted
+    timing_sums: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
-        meta = {"fingerprint": self.fingerprint, "done": self.done, "timing_sums": self.timing_sums}
+        meta = {"fingerprint": self.fingerprint, "done": sorted(self.done), "timing_sums": self.timing_sums}
         np.savez(buffer, matrix=self.matrix, meta=np.array(json.dumps(meta)))
         with atomic_output(path) as stream:
             stream.write(buffer.getvalue())
@@ -124,11 +207,14 @@ class _State:
             with np.load(path) as data:
                 meta = json.loads(str(data["meta"]))
                 matrix = data["matrix"].astype(np.int64)
-        except (OSError, ValueError, KeyError) as err:
+            done = meta["done"]
+            if isinstance(done, int):  # a state file of a version that counted a prefix of the samples
+                done = json.loads(meta["fingerprint"])["samples"][:done]
+            return _State(meta["fingerprint"], matrix, set(done), dict(meta["timing_sums"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise ClipsamError(
                 f"cannot resume: '{path}' is unreadable ({err}); delete it to start over"
             ) from None
-        return _State(meta["fingerprint"], matrix, int(meta["done"]), dict(meta["timing_sums"]))
 
 
 def _start_state(output_dir: Path, fingerprint: str, num_classes: int, resume: bool) -> _State:
@@ -148,12 +234,12 @@ def _start_state(output_dir: Path, fingerprint: str, num_classes: int, resume: b
         return state
     for stale in (RESULTS_NAME, SUMMARY_NAME):
         (output_dir / stale).unlink(missing_ok=True)
-    return _State(fingerprint, np.zeros((num_classes, num_classes), np.int64), 0, {})
+    return _State(fingerprint, np.zeros((num_classes, num_classes), np.int64))
 
 
 def _finish(output_dir, state, dataset, samples, class_names, config, random_weights, setup_ms) -> EvalResult:
     metrics = metrics_from_confusion(state.matrix)
-    count = max(state.done, 1)
+    count = max(len(state.done), 1)
     timings = {stage: total / count for stage, total in state.timing_sums.items()}
     record = {
         "status": "complete",

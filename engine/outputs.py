@@ -74,15 +74,21 @@ def write_results(
                 dump_json(record, stream)
 
 
+PNG_COMPRESS_LEVEL = 1
+
+
 def dump_json(record: dict, stream) -> None:
     json.dump(record, stream, indent=1)
     stream.write("\n")
 
 
 def save_picture(picture: np.ndarray, stream, path: Path | str) -> None:
-    """uint8 [H, W, 3] into `stream` as JPEG for a .jpg / .jpeg `path`, PNG otherwise."""
-    kind = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.fromarray(picture).save(stream, format=kind)
+    """uint8 [H, W, 3] into `stream` as JPEG for a .jpg / .jpeg `path`, PNG otherwise (zlib level
+    PNG_COMPRESS_LEVEL: lossless either way; measured in benchmarks/README.md, "Many images")."""
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        Image.fromarray(picture).save(stream, format="JPEG")
+    else:
+        Image.fromarray(picture).save(stream, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 TEMP_SUFFIX = ".clipsam-tmp"

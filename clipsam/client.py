@@ -32,8 +32,10 @@ class Client:
     """Requests to one service URL. A 503 (a stage restarting, the service draining) is retried up to
     `retries` times, `retry_wait_s` apart; with `retry_unreachable`, so are a refused or dropped connection
     (the port is closed while the service restarts) and Serve's own 404 (not clipsam's one-line JSON): its
-    HTTP proxy listens before the application is deployed. The requests are pure functions of their body,
-    so a repeat is safe."""
+    HTTP proxy listens before the application is deployed. Serve's own 500 (plain text, not clipsam's JSON)
+    is retried as a 503: its proxy answers it when the replica a request was routed to stopped under it (a
+    rolling update, a crash), before any clipsam code answered; clipsam's own 500 is a bug and is raised.
+    The requests are pure functions of their body, so a repeat is safe."""
 
     def __init__(
         self,
@@ -93,8 +95,10 @@ class Client:
             except urllib.error.HTTPError as err:
                 answer = err.read()  # not `data`: a retry sends the request's own body again
                 error = ServiceError(err.code, _error_message(answer))
-                starting = err.code == 404 and self.retry_unreachable and not _is_service_error(answer)
-                if (err.code != 503 and not starting) or attempt == attempts - 1:
+                ours = _is_service_error(answer)
+                starting = err.code == 404 and self.retry_unreachable and not ours
+                replica_lost = err.code == 500 and not ours
+                if (err.code != 503 and not starting and not replica_lost) or attempt == attempts - 1:
                     raise error from None
             except (urllib.error.URLError, OSError) as err:
                 reason = getattr(err, "reason", err)

@@ -93,7 +93,7 @@ def test_schemathesis_finds_no_failure(service, tmp_path):
 
 def test_redeploy_under_a_retrying_client_loses_no_request(service, tmp_path):
     """`serve.run` of a changed config replaces every replica (a rolling update) while one client sends
-    requests one after another, retrying 503s: every request is answered."""
+    requests one after another, retrying 503s and the proxy's plain 500: every request is answered."""
     from ray import serve
 
     from clipsam.serve.app import build_app

@@ -16,6 +16,8 @@ SEGMENT_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "segment-ou
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text exposition format 0.0.4
 # One class per item: ", "-separated synonyms, none of them blank (engine/vocabulary.py).
 CLASS_PATTERN = r"^[^,]*[^,\s][^,]*(,[^,]*[^,\s][^,]*)*$"
+# The same in a multipart form, where an item may not begin with "[" or "{" (JSON sent as one part).
+FORM_CLASS_PATTERN = r"^([^,\s\[{][^,]*|\s[^,]*[^,\s][^,]*)(,[^,]*[^,\s][^,]*)*$"
 ERROR_STATUSES = {
     "400": "Bad input: malformed body, unknown field, bad option value, bad vocabulary, undecodable image.",
     "413": "The body is over the byte limit or the image over the pixel limit.",
@@ -31,7 +33,9 @@ def option_schema(name: str, form: bool = False) -> dict:
     spec = OPTIONS[name]
     kind = {float: "number", int: "integer", bool: "boolean"}[spec.kind]
     nullable = spec.nullable and not form
-    schema: dict = {"type": [kind, "null"] if nullable else kind, "description": spec.description}
+    form_text = " In a form: the text 'true' or 'false'." if form and kind == "boolean" else ""
+    description = spec.description + form_text
+    schema: dict = {"type": [kind, "null"] if nullable else kind, "description": description}
     if spec.low is not None:
         schema["minimum"] = spec.low
     if spec.high is not None:
@@ -52,8 +56,16 @@ def request_schemas(config: ServeConfig, dense: bool) -> dict:
         "minItems": 1,
         "uniqueItems": True,
         "items": {"type": "string", "pattern": CLASS_PATTERN},
-        "description": "Class names as --vocabulary: one class per item, ', '-separated synonyms; class "
-        "names are unique ignoring case; an item 'background' becomes SCLIP's background class 0.",
+        "description": "Class names as --vocabulary: one class per item, ', '-separated synonyms; an item's "
+        "first synonym is its class name, unique ignoring case and surrounding spaces (JSON Schema's "
+        "uniqueItems cannot say so: a repeated name is a 400); an item 'background' becomes SCLIP's "
+        "background class 0.",
+    }
+    form_vocabulary = {
+        **vocabulary,
+        "items": {"type": "string", "pattern": FORM_CLASS_PATTERN},
+        "description": f"{vocabulary['description']} One form part per class; a part does not begin "
+        "with '[' or '{'.",
     }
     options = {name: option_schema(name) for name in OPTIONS}
     form_options = {name: option_schema(name, form=True) for name in OPTIONS}
@@ -71,7 +83,7 @@ def request_schemas(config: ServeConfig, dense: bool) -> dict:
     image_form = {"type": "string", "format": "binary", "contentMediaType": "image/*", "description": limit}
     name = {"type": "string", "description": "the name the answer's image.file reports (default 'upload')"}
     json_properties = {"image": image_json, "vocabulary": vocabulary, "file": name, **options}
-    form_properties = {"image": image_form, "vocabulary": vocabulary, **form_options}
+    form_properties = {"image": image_form, "vocabulary": form_vocabulary, **form_options}
     return {
         "application/json": {"schema": _object(json_properties)},
         "multipart/form-data": {

@@ -49,7 +49,9 @@ OPTIONS = {
 OPTION_FIELDS = tuple(OPTIONS)
 DENSE_FORMATS = ("png", "npz")
 DENSE_FIELDS = ("format",)
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# A form's boolean is the text "true" or "false" (any case), as its document says; "0", "yes" and the like are
+# refused, so a form means what a client generated from the document means by it.
+_TRUE, _FALSE = ("true",), ("false",)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
 
 
@@ -123,9 +125,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def request_vocabulary(words) -> Vocabulary:
-    """The vocabulary under the CLI's rules (engine/vocabulary.py); mistakes are 400s with its messages."""
-    if isinstance(words, str):
-        words = [words]
+    """The vocabulary under the CLI's rules (engine/vocabulary.py); mistakes are 400s with its messages. A
+    JSON vocabulary is a list, as its document says: a bare string is refused, not read as one class."""
     if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
         raise RequestError(400, "vocabulary", "vocabulary must be a list of class names")
     if not words:
@@ -200,6 +201,9 @@ def _multipart_fields(content_type: str, body: bytes) -> tuple[bytes, list[str],
         except UnicodeDecodeError:
             raise RequestError(400, "bad_request", f"field {part.name!r} is not UTF-8 text") from None
         if part.name == "vocabulary":
+            if text[:1] in ("[", "{"):  # a JSON list in one part would become classes named '["sky"', ...
+                message = f"vocabulary part {text[:40]!r} looks like JSON: send one part per class"
+                raise RequestError(400, "vocabulary", message)
             words.append(text)
         else:
             raw[part.name] = text

@@ -24,7 +24,7 @@ from tests.serve_helpers import http, small_config
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "docs" / "segment-output.schema.json"
 EXAMPLES, MAX_TIME_S = 30, 150  # per operation; the whole schemathesis run
-HOOKS = "from tests.serve_helpers import register_image_formats\n\nregister_image_formats()\n"
+HOOKS = "from tests.serve_helpers import register_schemathesis_hooks\n\nregister_schemathesis_hooks()\n"
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,6 @@ def test_the_document_is_valid_and_says_what_the_server_does(service):
     assert status == 405 and "POST" in headers["Allow"] and list(json.loads(answer)) == ["error"]
 
 
-@pytest.mark.xfail(
-    reason="known, open (issue 27): /v1/segment's multipart form is looser or stricter than its document "
-    "in 4 cases schemathesis finds (ST201 x2; ST202: a form vocabulary with a duplicate item passes "
-    "uniqueItems as encoded but is refused as a duplicate class)",
-    strict=False,
-)
 def test_schemathesis_finds_no_failure(service, tmp_path):
     (tmp_path / "clipsam_hooks.py").write_text(HOOKS)
     env = {

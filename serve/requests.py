@@ -205,6 +205,8 @@ def _multipart_fields(content_type: str, body: bytes) -> tuple[bytes, list[str],
                 message = f"vocabulary part {text[:40]!r} looks like JSON: send one part per class"
                 raise RequestError(400, "vocabulary", message)
             words.append(text)
+        elif part.name in raw:  # one value per option: a repeated field is not a list
+            raise RequestError(400, "bad_request", f"field {part.name!r} is given more than once")
         else:
             raw[part.name] = text
     return images[0].data, words, images[0].filename or "upload", raw

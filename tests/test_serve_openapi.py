@@ -104,6 +104,7 @@ FORM_BODIES = [
     ({"vocabulary": ["{sky}"]}, False),
     ({"vocabulary": ["sky", "sky"]}, False),
     ({"vocabulary": ["sky"], "max_prompts": 0}, False),
+    ({"vocabulary": ["sky"], "max_prompts": [1, 2]}, False),
 ]
 BOUNDARY = "clipsam-form-boundary"
 
